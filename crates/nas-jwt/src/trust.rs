@@ -212,31 +212,53 @@ impl OperatorTrust {
         expected_key: Option<&str>,
         now: i64,
     ) -> Result<VerifiedAccount, VerifyError> {
-        let (token, claims) = decode(token)?.into_account()?;
-        if PublicKey::parse_role(&claims.sub, KeyRole::Account).is_err() {
-            return Err(VerifyError::SubjectNotAccount(claims.sub));
-        }
-        if let Some(expected) = expected_key {
-            if claims.sub != expected {
-                return Err(VerifyError::SubjectMismatch {
-                    expected: expected.to_owned(),
-                    found: claims.sub,
-                });
-            }
-        }
+        let verified = self.verify_account_untimed(token, expected_key)?;
+        check_time(verified.claims.exp, verified.claims.nbf, now)?;
+        Ok(verified)
+    }
+
+    /// [`verify_account`](Self::verify_account) without the time checks: what a server needs
+    /// before serving a stored token, since expired tokens are still served (nats-server decides).
+    pub fn verify_account_untimed(
+        &self,
+        token: &[u8],
+        expected_key: Option<&str>,
+    ) -> Result<VerifiedAccount, VerifyError> {
+        let verified = decode_account_for(token, expected_key)?;
+        let claims = &verified.claims;
         if !self.trusts_issuer(&claims.iss) {
             return Err(if claims.iss == claims.sub {
                 VerifyError::SelfSigned
             } else if self.strict && claims.iss == self.identity {
                 VerifyError::StrictIdentityKey
             } else {
-                VerifyError::Untrusted(claims.iss)
+                VerifyError::Untrusted(claims.iss.clone())
             });
         }
-        if let Some(issue) = crate::validate::account_errors(&claims).into_iter().next() {
+        if let Some(issue) = crate::validate::account_errors(claims).into_iter().next() {
             return Err(VerifyError::Invalid(issue));
         }
-        check_time(claims.exp, claims.nbf, now)?;
-        Ok(VerifiedAccount { token, claims })
+        Ok(verified)
     }
+}
+
+/// Decodes and verifies the signature of an account JWT and checks its subject, without any
+/// operator: what can be known about a token when no operator is configured.
+pub fn decode_account_for(
+    token: &[u8],
+    expected_key: Option<&str>,
+) -> Result<VerifiedAccount, VerifyError> {
+    let (token, claims) = decode(token)?.into_account()?;
+    if PublicKey::parse_role(&claims.sub, KeyRole::Account).is_err() {
+        return Err(VerifyError::SubjectNotAccount(claims.sub));
+    }
+    if let Some(expected) = expected_key {
+        if claims.sub != expected {
+            return Err(VerifyError::SubjectMismatch {
+                expected: expected.to_owned(),
+                found: claims.sub,
+            });
+        }
+    }
+    Ok(VerifiedAccount { token, claims })
 }
