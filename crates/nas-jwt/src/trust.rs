@@ -2,12 +2,19 @@
 //! into a verified account.
 
 use crate::claims::AccountClaims;
-use crate::jwt::{decode, JwtError};
+use std::collections::HashMap;
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::jwt::{decode, decode_with_keys, JwtError};
 use crate::nkey::{KeyRole, NkeyError, PublicKey};
 
 /// The operator as configured: identity key, signing keys, strict mode, system account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OperatorTrust {
+    /// Decoded verifying keys of the identity and signing keys: account JWTs are verified
+    /// without decompressing the issuer's curve point each time.
+    keys: HashMap<String, VerifyingKey>,
     identity: String,
     signing_keys: Vec<String>,
     strict: bool,
@@ -74,7 +81,14 @@ impl OperatorTrust {
                 }
             })?;
         }
+        let mut keys = HashMap::new();
+        for key in std::iter::once(&claims.sub).chain(&claims.nats.signing_keys) {
+            if let Ok(vk) = PublicKey::parse(key).and_then(|k| k.verifying_key()) {
+                keys.insert(key.clone(), vk);
+            }
+        }
         Ok(OperatorTrust {
+            keys,
             identity: identity.as_str().to_owned(),
             signing_keys: claims.nats.signing_keys.clone(),
             strict: claims.nats.strict_signing_key_usage,
@@ -86,7 +100,12 @@ impl OperatorTrust {
 
     /// Trust built from keys directly (tests, tools).
     pub fn new(identity: &str, signing_keys: Vec<String>, strict: bool) -> OperatorTrust {
+        let keys = std::iter::once(identity)
+            .chain(signing_keys.iter().map(String::as_str))
+            .filter_map(|k| Some((k.to_owned(), PublicKey::parse(k).ok()?.verifying_key().ok()?)))
+            .collect();
         OperatorTrust {
+            keys,
             identity: identity.to_owned(),
             signing_keys,
             strict,
@@ -224,8 +243,19 @@ impl OperatorTrust {
         token: &[u8],
         expected_key: Option<&str>,
     ) -> Result<VerifiedAccount, VerifyError> {
-        let verified = decode_account_for(token, expected_key)?;
-        let claims = &verified.claims;
+        let keys = |iss: &str| self.keys.get(iss).copied();
+        let verified = account_from(decode_with_keys(token, &keys)?, expected_key)?;
+        self.check_account_claims(&verified.claims, None)?;
+        Ok(verified)
+    }
+
+    /// The trust, validation and (when `now` is given) time checks on claims that were already
+    /// decoded and signature-verified.
+    pub fn check_account_claims(
+        &self,
+        claims: &AccountClaims,
+        now: Option<i64>,
+    ) -> Result<(), VerifyError> {
         if !self.trusts_issuer(&claims.iss) {
             return Err(if claims.iss == claims.sub {
                 VerifyError::SelfSigned
@@ -238,7 +268,19 @@ impl OperatorTrust {
         if let Some(issue) = crate::validate::account_errors(claims).into_iter().next() {
             return Err(VerifyError::Invalid(issue));
         }
-        Ok(verified)
+        if let Some(now) = now {
+            check_time(claims.exp, claims.nbf, now)?;
+        }
+        Ok(())
+    }
+}
+
+impl PartialEq for OperatorTrust {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity == other.identity
+            && self.signing_keys == other.signing_keys
+            && self.strict == other.strict
+            && self.system_account == other.system_account
     }
 }
 
@@ -248,7 +290,11 @@ pub fn decode_account_for(
     token: &[u8],
     expected_key: Option<&str>,
 ) -> Result<VerifiedAccount, VerifyError> {
-    let (token, claims) = decode(token)?.into_account()?;
+    account_from(decode(token)?, expected_key)
+}
+
+fn account_from(jwt: crate::Jwt, expected_key: Option<&str>) -> Result<VerifiedAccount, VerifyError> {
+    let (token, claims) = jwt.into_account()?;
     if PublicKey::parse_role(&claims.sub, KeyRole::Account).is_err() {
         return Err(VerifyError::SubjectNotAccount(claims.sub));
     }

@@ -1,0 +1,51 @@
+//! Minting helpers shared by the end-to-end tests: an nsc-like operator setup made with nas-jwt.
+
+#![allow(dead_code)]
+
+use nas_jwt::creds::format_creds;
+use nas_jwt::{encode, AccountClaims, KeyRole, OperatorClaims, SigningKey, UserClaims};
+
+/// An operator with a signing key and a system account, as `nsc` would set them up.
+pub struct Operator {
+    pub identity: SigningKey,
+    pub signing_key: SigningKey,
+    pub system: SigningKey,
+    pub jwt: String,
+    pub system_jwt: String,
+}
+
+pub fn now() -> i64 {
+    nas_jwt::unix_now()
+}
+
+impl Operator {
+    pub fn new(name: &str) -> Operator {
+        let identity = SigningKey::generate(KeyRole::Operator);
+        let signing_key = SigningKey::generate(KeyRole::Operator);
+        let system = SigningKey::generate(KeyRole::Account);
+        let mut claims = OperatorClaims::new(identity.public_key().as_str(), name);
+        claims.nats.signing_keys = vec![signing_key.public_key().as_str().to_owned()];
+        claims.nats.system_account = system.public_key().as_str().to_owned();
+        let jwt = encode(&mut claims, &identity, now()).unwrap();
+        let mut sys = AccountClaims::new_account(system.public_key().as_str(), "SYS");
+        let system_jwt = encode(&mut sys, &signing_key, now()).unwrap();
+        Operator { identity, signing_key, system, jwt, system_jwt }
+    }
+
+    /// A new account signed by the operator signing key.
+    pub fn account(&self, name: &str) -> (SigningKey, String) {
+        let key = SigningKey::generate(KeyRole::Account);
+        let mut claims = AccountClaims::new_account(key.public_key().as_str(), name);
+        let jwt = encode(&mut claims, &self.signing_key, now()).unwrap();
+        (key, jwt)
+    }
+}
+
+/// A creds file for a new user of `account`.
+pub fn user_creds(account: &SigningKey, name: &str) -> String {
+    let user = SigningKey::generate(KeyRole::User);
+    let mut claims = UserClaims::new_user(user.public_key().as_str(), name);
+    let jwt = encode(&mut claims, account, now()).unwrap();
+    format_creds(&jwt, user.seed())
+}
+
