@@ -20,8 +20,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release --quiet --bin nats-account-server
-BIN=target/release/nats-account-server
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet --bin nats-account-server
+  BIN=target/release/nats-account-server
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -31,7 +33,6 @@ trap cleanup EXIT
 FIX=tests/fixtures/jwt
 KEY=$(python3 -c "import json;print([e for e in json.load(open('$FIX/manifest.json'))['entries'] if e['id']=='account_a'][0]['sub'])")
 mkdir -p "$work/store" "$work/www/jwt/v1/accounts"
-cp "$FIX/account_a.jwt" "$work/store/$KEY.jwt"
 cp "$FIX/account_a.jwt" "$work/www/jwt/v1/accounts/$KEY"
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -47,6 +48,7 @@ taskset -c 0 "$BIN" -c "$work/nas.conf" 2>"$work/nas.log" &
 pids+=($!); OURS_PID=$!
 
 cat > "$work/nginx.conf" <<CONF
+user root;
 worker_processes 1;
 daemon off;
 pid $work/nginx.pid;
@@ -64,6 +66,9 @@ CONF
 taskset -c 0 "$NGINX" -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 
+for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$P_OURS/healthz" && break; sleep 0.1; done
+# The account goes in the way nsc push sends it.
+curl -sf -H 'Content-Type: application/jwt' --data-binary "@$FIX/account_a.jwt" "http://127.0.0.1:$P_OURS/jwt/v1/accounts/$KEY"
 for url in "http://127.0.0.1:$P_OURS/jwt/v1/accounts/$KEY" "http://127.0.0.1:$P_NGINX/jwt/v1/accounts/$KEY"; do
   for _ in $(seq 50); do curl -sf -o /dev/null "$url" && break; sleep 0.1; done
   curl -sf -o /dev/null "$url" || { echo "not answering: $url"; cat "$work"/*.log; exit 1; }

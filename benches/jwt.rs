@@ -36,14 +36,17 @@ fn bench(c: &mut Criterion) {
     // The floor: one Ed25519 verification of the same signature, key already decoded.
     let text = std::str::from_utf8(&token).expect("utf8");
     let (signed, sig) = text.rsplit_once('.').expect("three parts");
-    let sig = data_encoding::BASE64URL_NOPAD.decode(sig.as_bytes()).expect("b64");
+    let sig = data_encoding::BASE64URL_NOPAD
+        .decode(sig.as_bytes())
+        .expect("b64");
     let sig = ed25519_dalek::Signature::from_slice(&sig).expect("64 bytes");
     let issuer = nas_jwt::PublicKey::parse(trust.identity()).expect("key");
     let vk = issuer.verifying_key().expect("point");
     group.bench_function("ed25519_verify_only", |b| {
         b.iter(|| {
             use ed25519_dalek::Verifier;
-            vk.verify(black_box(signed.as_bytes()), &sig).expect("valid")
+            vk.verify(black_box(signed.as_bytes()), &sig)
+                .expect("valid")
         })
     });
     group.bench_function("verifying_key_decompress", |b| {

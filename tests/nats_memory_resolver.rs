@@ -36,12 +36,15 @@ async fn minted_tokens_work_with_a_real_nats_server() {
             .start();
         let version = &bin.reported_version;
 
-        let client = async_nats::ConnectOptions::with_credentials_file(server.dir().join("app.creds"))
-            .await
-            .unwrap()
-            .connect(server.url())
-            .await
-            .unwrap_or_else(|e| panic!("{version}: trusted user refused: {e}\n{}", server.log()));
+        let client =
+            async_nats::ConnectOptions::with_credentials_file(server.dir().join("app.creds"))
+                .await
+                .unwrap()
+                .connect(server.url())
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{version}: trusted user refused: {e}\n{}", server.log())
+                });
         let mut sub = client.subscribe("greetings").await.unwrap();
         client.flush().await.unwrap();
         client.publish("greetings", "hello".into()).await.unwrap();
@@ -51,12 +54,13 @@ async fn minted_tokens_work_with_a_real_nats_server() {
             .unwrap();
         assert_eq!(&msg.payload[..], b"hello", "{version}");
 
-        let refused = async_nats::ConnectOptions::with_credentials_file(server.dir().join("intruder.creds"))
-            .await
-            .unwrap()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(server.url())
-            .await;
+        let refused =
+            async_nats::ConnectOptions::with_credentials_file(server.dir().join("intruder.creds"))
+                .await
+                .unwrap()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(server.url())
+                .await;
         let error = match refused {
             Ok(_) => panic!("{version}: user of an untrusted operator's account was accepted"),
             Err(e) => e,

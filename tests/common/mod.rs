@@ -29,7 +29,13 @@ impl Operator {
         let jwt = encode(&mut claims, &identity, now()).unwrap();
         let mut sys = AccountClaims::new_account(system.public_key().as_str(), "SYS");
         let system_jwt = encode(&mut sys, &signing_key, now()).unwrap();
-        Operator { identity, signing_key, system, jwt, system_jwt }
+        Operator {
+            identity,
+            signing_key,
+            system,
+            jwt,
+            system_jwt,
+        }
     }
 
     /// A new account signed by the operator signing key.
@@ -48,4 +54,3 @@ pub fn user_creds(account: &SigningKey, name: &str) -> String {
     let jwt = encode(&mut claims, account, now()).unwrap();
     format_creds(&jwt, user.seed())
 }
-

@@ -739,7 +739,7 @@ pub enum AccountSigningKey {
     /// A plain key.
     Plain(String),
     /// A scoped key.
-    Scoped(UserScope),
+    Scoped(Box<UserScope>),
 }
 
 impl AccountSigningKey {

@@ -193,15 +193,15 @@ impl ClaimKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnyClaims {
     /// Operator claims.
-    Operator(OperatorClaims),
+    Operator(Box<OperatorClaims>),
     /// Account claims.
-    Account(AccountClaims),
+    Account(Box<AccountClaims>),
     /// User claims.
-    User(UserClaims),
+    User(Box<UserClaims>),
     /// Activation claims.
-    Activation(ActivationClaims),
+    Activation(Box<ActivationClaims>),
     /// Generic claims (also auth callout claims, which an account server never interprets).
-    Generic(GenericClaims),
+    Generic(Box<GenericClaims>),
 }
 
 macro_rules! standard_field {
@@ -307,7 +307,7 @@ impl Jwt {
     /// Requires account claims.
     pub fn into_account(self) -> Result<(String, AccountClaims), JwtError> {
         match self.claims {
-            AnyClaims::Account(c) => Ok((self.token, c)),
+            AnyClaims::Account(c) => Ok((self.token, *c)),
             _ => Err(JwtError::WrongKind {
                 expected: "account",
                 found: self.kind.name(),
@@ -318,7 +318,7 @@ impl Jwt {
     /// Requires operator claims.
     pub fn into_operator(self) -> Result<(String, OperatorClaims), JwtError> {
         match self.claims {
-            AnyClaims::Operator(c) => Ok((self.token, c)),
+            AnyClaims::Operator(c) => Ok((self.token, *c)),
             _ => Err(JwtError::WrongKind {
                 expected: "operator",
                 found: self.kind.name(),
@@ -329,7 +329,7 @@ impl Jwt {
     /// Requires activation claims.
     pub fn into_activation(self) -> Result<(String, ActivationClaims), JwtError> {
         match self.claims {
-            AnyClaims::Activation(c) => Ok((self.token, c)),
+            AnyClaims::Activation(c) => Ok((self.token, *c)),
             _ => Err(JwtError::WrongKind {
                 expected: "activation",
                 found: self.kind.name(),
@@ -340,7 +340,7 @@ impl Jwt {
     /// Requires user claims.
     pub fn into_user(self) -> Result<(String, UserClaims), JwtError> {
         match self.claims {
-            AnyClaims::User(c) => Ok((self.token, c)),
+            AnyClaims::User(c) => Ok((self.token, *c)),
             _ => Err(JwtError::WrongKind {
                 expected: "user",
                 found: self.kind.name(),
@@ -592,11 +592,11 @@ pub fn decode_with_keys(token: &[u8], keys: KeyCache<'_>) -> Result<Jwt, JwtErro
         migrate_v1(&mut payload, kind);
     }
     let claims = match kind {
-        ClaimKind::Operator => AnyClaims::Operator(typed(payload, kind)?),
-        ClaimKind::Account => AnyClaims::Account(typed(payload, kind)?),
-        ClaimKind::User => AnyClaims::User(typed(payload, kind)?),
-        ClaimKind::Activation => AnyClaims::Activation(typed(payload, kind)?),
-        _ => AnyClaims::Generic(typed(payload, kind)?),
+        ClaimKind::Operator => AnyClaims::Operator(Box::new(typed(payload, kind)?)),
+        ClaimKind::Account => AnyClaims::Account(Box::new(typed(payload, kind)?)),
+        ClaimKind::User => AnyClaims::User(Box::new(typed(payload, kind)?)),
+        ClaimKind::Activation => AnyClaims::Activation(Box::new(typed(payload, kind)?)),
+        _ => AnyClaims::Generic(Box::new(typed(payload, kind)?)),
     };
     verify_signature(&parts, &issuer, v1_rule, keys)?;
     check_issuer_role(kind, &issuer)?;
@@ -637,7 +637,7 @@ pub fn decode_generic(token: &[u8]) -> Result<Jwt, JwtError> {
         token: parts.token.to_owned(),
         version: if version <= 1 { 1 } else { 2 },
         kind: ClaimKind::from_type(&kind_text),
-        claims: AnyClaims::Generic(claims),
+        claims: AnyClaims::Generic(Box::new(claims)),
     })
 }
 

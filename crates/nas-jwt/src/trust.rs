@@ -102,7 +102,12 @@ impl OperatorTrust {
     pub fn new(identity: &str, signing_keys: Vec<String>, strict: bool) -> OperatorTrust {
         let keys = std::iter::once(identity)
             .chain(signing_keys.iter().map(String::as_str))
-            .filter_map(|k| Some((k.to_owned(), PublicKey::parse(k).ok()?.verifying_key().ok()?)))
+            .filter_map(|k| {
+                Some((
+                    k.to_owned(),
+                    PublicKey::parse(k).ok()?.verifying_key().ok()?,
+                ))
+            })
             .collect();
         OperatorTrust {
             keys,
@@ -293,7 +298,10 @@ pub fn decode_account_for(
     account_from(decode(token)?, expected_key)
 }
 
-fn account_from(jwt: crate::Jwt, expected_key: Option<&str>) -> Result<VerifiedAccount, VerifyError> {
+fn account_from(
+    jwt: crate::Jwt,
+    expected_key: Option<&str>,
+) -> Result<VerifiedAccount, VerifyError> {
     let (token, claims) = jwt.into_account()?;
     if PublicKey::parse_role(&claims.sub, KeyRole::Account).is_err() {
         return Err(VerifyError::SubjectNotAccount(claims.sub));

@@ -1,0 +1,267 @@
+//! The one rule every write path goes through (HTTP POST, NATS updates, pack merges, replica
+//! fills): size → decode → subject → issuer → trust (strict mode) → validation and time →
+//! newer-wins store write → cache update → notification. Nothing writes around it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use nas_jwt::{JwtError, KeyRole, OperatorTrust, PublicKey, VerifyError, MAX_TOKEN_BYTES};
+use nas_store::{PutOutcome, Store, StoreError, TokenMeta};
+
+use crate::cache::{Served, VerifiedCache};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+
+/// Why a JWT was refused. Each variant maps to one HTTP status and message at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Body over the size limit.
+    #[error("JWT of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Bytes received.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a decodable, correctly signed account JWT.
+    #[error("bad JWT in request: {0}")]
+    Malformed(JwtError),
+    /// The key in the URL/subject is not the JWT's `sub`.
+    #[error("pub keys don't match: the JWT is for {sub}, not {key}")]
+    KeyMismatch {
+        /// Key the client addressed.
+        key: String,
+        /// The token's subject.
+        sub: String,
+    },
+    /// `sub` is not an account key.
+    #[error("bad JWT Subject in request")]
+    SubjectNotAccount,
+    /// Self-signed account JWT and no signing service.
+    #[error("Signing service not enabled")]
+    SelfSigned,
+    /// Issued by an account key other than the subject.
+    #[error("Bad JWT Issuer in request")]
+    IssuerNotOperator,
+    /// No operator is configured, so nothing can be trusted.
+    #[error("untrusted issuer in request: no operator is configured on this account server")]
+    NoOperator,
+    /// Signed by an operator key the configured operator does not list.
+    #[error("untrusted issuer in request: {0} is not the operator or one of its signing keys")]
+    Untrusted(String),
+    /// Signed by the identity key of a strict operator.
+    #[error("untrusted issuer in request: operator requires issuer to be a signing key")]
+    StrictIdentityKey,
+    /// Blocking validation issues, time checks included.
+    #[error("The server was unable to update your account JWT. One more more validation issues occurred.")]
+    Invalid(Vec<String>),
+    /// Older than the stored JWT.
+    #[error("JWT is older than the stored one (issued at {new_iat}, stored JWT issued at {stored_iat}); re-issue it")]
+    Stale {
+        /// `iat` of the stored JWT.
+        stored_iat: i64,
+        /// `iat` of the refused JWT.
+        new_iat: i64,
+    },
+    /// The store is read-only.
+    #[error("this account server's store is read-only; {0}")]
+    ReadOnly(String),
+    /// The store failed.
+    #[error("error saving JWT: {0}")]
+    Store(StoreError),
+}
+
+/// What an accepted write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new account.
+    Created,
+    /// A newer JWT replaced the stored one.
+    Updated,
+    /// The same JWT (same `jti`) was already stored.
+    Unchanged,
+}
+
+impl Accepted {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Accepted::Created => "created",
+            Accepted::Updated => "updated",
+            Accepted::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Everything the accept rule needs.
+#[derive(Clone)]
+pub struct Accepter {
+    store: Store,
+    trust: Option<Arc<OperatorTrust>>,
+    cache: VerifiedCache,
+    notifier: Arc<dyn Notifier>,
+    metrics: Arc<Metrics>,
+    read_only_hint: String,
+}
+
+impl Accepter {
+    /// Builds the rule. `read_only_hint` tells clients of a read-only store where to write.
+    pub fn new(
+        store: Store,
+        trust: Option<Arc<OperatorTrust>>,
+        cache: VerifiedCache,
+        notifier: Arc<dyn Notifier>,
+        metrics: Arc<Metrics>,
+        read_only_hint: String,
+    ) -> Accepter {
+        Accepter {
+            store,
+            trust,
+            cache,
+            notifier,
+            metrics,
+            read_only_hint,
+        }
+    }
+
+    /// The operator, if configured.
+    pub fn trust(&self) -> Option<&Arc<OperatorTrust>> {
+        self.trust.as_ref()
+    }
+
+    /// Checks a JWT without storing it: everything up to (not including) newer-wins.
+    pub fn check(
+        &self,
+        key: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<nas_jwt::VerifiedAccount, AcceptError> {
+        if body.len() > MAX_TOKEN_BYTES + 1 {
+            return Err(AcceptError::TooLarge {
+                size: body.len(),
+                limit: MAX_TOKEN_BYTES,
+            });
+        }
+        let (token, claims) = nas_jwt::decode(body)
+            .and_then(|jwt| jwt.into_account())
+            .map_err(|e| match e {
+                JwtError::TooLarge(size) => AcceptError::TooLarge {
+                    size,
+                    limit: MAX_TOKEN_BYTES,
+                },
+                other => AcceptError::Malformed(other),
+            })?;
+        if let Some(key) = key {
+            if claims.sub != key {
+                return Err(AcceptError::KeyMismatch {
+                    key: key.to_owned(),
+                    sub: claims.sub,
+                });
+            }
+        }
+        if PublicKey::parse_role(&claims.sub, KeyRole::Account).is_err() {
+            return Err(AcceptError::SubjectNotAccount);
+        }
+        let issuer_role = PublicKey::parse(&claims.iss).map(|k| k.role()).ok();
+        if issuer_role != Some(KeyRole::Operator) {
+            return Err(if claims.iss == claims.sub {
+                AcceptError::SelfSigned
+            } else {
+                AcceptError::IssuerNotOperator
+            });
+        }
+        let Some(trust) = &self.trust else {
+            return Err(AcceptError::NoOperator);
+        };
+        match trust.verify_account(token.as_bytes(), Some(&claims.sub), now) {
+            Ok(verified) => Ok(verified),
+            Err(VerifyError::StrictIdentityKey) => Err(AcceptError::StrictIdentityKey),
+            Err(VerifyError::Untrusted(iss)) => Err(AcceptError::Untrusted(iss)),
+            Err(VerifyError::SelfSigned) => Err(AcceptError::SelfSigned),
+            Err(VerifyError::Invalid(issue)) => Err(AcceptError::Invalid(vec![issue])),
+            Err(e @ (VerifyError::Expired { .. } | VerifyError::NotYetValid { .. })) => {
+                Err(AcceptError::Invalid(vec![e.to_string()]))
+            }
+            Err(VerifyError::Decode(e)) => Err(AcceptError::Malformed(e)),
+            Err(VerifyError::SubjectNotAccount(_)) => Err(AcceptError::SubjectNotAccount),
+            Err(VerifyError::SubjectMismatch { expected, found }) => {
+                Err(AcceptError::KeyMismatch {
+                    key: expected,
+                    sub: found,
+                })
+            }
+        }
+    }
+
+    /// Verifies and stores an account JWT; `path` labels the write path in metrics and logs.
+    pub async fn accept(
+        &self,
+        path: &'static str,
+        key: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(Accepted, Arc<Served>), AcceptError> {
+        let result = self.accept_inner(key, body, now).await;
+        let label = match &result {
+            Ok((outcome, _)) => outcome.label(),
+            Err(AcceptError::Stale { .. }) => "stale",
+            Err(AcceptError::Store(_)) => "store_error",
+            Err(AcceptError::ReadOnly(_)) => "read_only",
+            Err(_) => "rejected",
+        };
+        self.metrics.writes.with_label_values(&[path, label]).inc();
+        result
+    }
+
+    async fn accept_inner(
+        &self,
+        key: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(Accepted, Arc<Served>), AcceptError> {
+        let verified = self.check(key, body, now)?;
+        if self.store.read_only() {
+            return Err(AcceptError::ReadOnly(self.read_only_hint.clone()));
+        }
+        let claims = &verified.claims;
+        let meta = TokenMeta {
+            jti: claims.jti.clone(),
+            iat: claims.iat,
+            exp: claims.exp,
+        };
+        // Store the canonical token (a trailing newline from the client is dropped).
+        let token = Bytes::from(verified.token.clone());
+        let outcome = self
+            .store
+            .put_account_if_newer(&claims.sub, token.clone(), &meta)
+            .await
+            .map_err(|e| match e {
+                StoreError::ReadOnly => AcceptError::ReadOnly(self.read_only_hint.clone()),
+                other => AcceptError::Store(other),
+            })?;
+        let accepted = match outcome {
+            PutOutcome::Created => Accepted::Created,
+            PutOutcome::Replaced { .. } => Accepted::Updated,
+            PutOutcome::Unchanged => Accepted::Unchanged,
+            PutOutcome::Stale { stored_iat } => {
+                return Err(AcceptError::Stale {
+                    stored_iat,
+                    new_iat: claims.iat,
+                })
+            }
+        };
+        let served = Arc::new(Served::new(&verified, token));
+        if accepted != Accepted::Unchanged {
+            self.cache.insert(served.clone()).await;
+            self.notifier
+                .account_changed(&served.key, &served.token)
+                .await;
+            tracing::info!(
+                "updated JWT for account - {} - {}",
+                &served.key[..12.min(served.key.len())],
+                served.jti
+            );
+        }
+        Ok((accepted, served))
+    }
+}

@@ -1,0 +1,700 @@
+//! The server's configuration: every key of the Go nats-account-server (case-insensitive, same
+//! defaults and type rules), plus new blocks (`store.type`, `cache`, `metrics`, `http.bodylimit`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nas_conf::{Map, Position, Spanned, Value};
+
+/// A configuration error, naming the key and where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be parsed.
+    #[error("{0}")]
+    Parse(#[from] nas_conf::ConfError),
+    /// A value has the wrong type or is out of range.
+    #[error("{pos}: error parsing {key} option {value}: {reason}")]
+    Value {
+        /// The key.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// Where.
+        pos: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A combination of settings cannot work.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Which store backend serves the JWTs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A directory (the Go server's layout).
+    Dir,
+    /// In memory (lost on restart).
+    Memory,
+    /// An nsc operator folder, read-only.
+    Nsc,
+}
+
+/// `store { … }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Backend.
+    pub kind: StoreKind,
+    /// Directory of the dir store.
+    pub dir: PathBuf,
+    /// Shard by the last two characters of the key.
+    pub shard: bool,
+    /// Serve without writing (watching the directory for changes made by others).
+    pub read_only: bool,
+    /// nsc operator folder for the NSC store.
+    pub nsc: Option<PathBuf>,
+    /// How often expired JWTs are looked for (Go: `cleanupinterval`, ms; 0 = 1 minute).
+    pub cleanup_interval: Duration,
+    /// Delete expired JWTs from the store (off by default: nothing is deleted silently).
+    pub delete_expired: bool,
+}
+
+/// `http { … }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Listen host (`""` = all interfaces).
+    pub host: String,
+    /// Listen port (0 = ephemeral).
+    pub port: u16,
+    /// Read timeout.
+    pub read_timeout: Duration,
+    /// Write timeout.
+    pub write_timeout: Duration,
+    /// Certificate (PEM) for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body accepted (JWTs are capped at 1 MiB).
+    pub body_limit: usize,
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+}
+
+/// `nats { … }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsConfig {
+    /// Server URLs; empty = no NATS.
+    pub servers: Vec<String>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Reconnect wait (also the period of our PACK requests).
+    pub reconnect_wait: Duration,
+    /// Max reconnect attempts; -1 = forever.
+    pub max_reconnects: i64,
+    /// CA file.
+    pub tls_root: Option<PathBuf>,
+    /// Client certificate.
+    pub tls_cert: Option<PathBuf>,
+    /// Client key.
+    pub tls_key: Option<PathBuf>,
+    /// Creds of a system-account user.
+    pub user_credentials: Option<PathBuf>,
+}
+
+/// `logging { … }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggingConfig {
+    /// Timestamps.
+    pub time: bool,
+    /// Debug level.
+    pub debug: bool,
+    /// Trace level.
+    pub trace: bool,
+    /// ANSI colours.
+    pub colors: bool,
+    /// `[pid]` prefix.
+    pub pid: bool,
+    /// JSON lines instead of human text.
+    pub json: bool,
+}
+
+/// `cache { … }` (new).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// Maximum accounts held.
+    pub max_entries: u64,
+    /// Revalidation interval for stores shared by several instances (`None` = never).
+    pub ttl: Option<Duration>,
+    /// How long an unknown account is remembered as missing.
+    pub negative_ttl: Duration,
+}
+
+/// `metrics { … }` (new).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on the main listener.
+    pub on_main_listener: bool,
+    /// A separate `host:port` for `/metrics`.
+    pub listen: Option<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Operator JWT file.
+    pub operator_jwt_path: Option<PathBuf>,
+    /// System account JWT file.
+    pub system_account_jwt_path: Option<PathBuf>,
+    /// Subject of the signing service for self-signed accounts.
+    pub sign_request_subject: Option<String>,
+    /// Timeout of sign requests and of NATS lookups.
+    pub sign_request_timeout: Duration,
+    /// URL of a primary account server.
+    pub primary: Option<String>,
+    /// HTTP timeout towards the primary.
+    pub replication_timeout: Duration,
+    /// `max` of pack imports and upper bound of `/jwt/v1/pack` (negative = none).
+    pub max_replication_pack: i64,
+    /// Logging.
+    pub logging: LoggingConfig,
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// NATS connection.
+    pub nats: NatsConfig,
+    /// Store.
+    pub store: StoreConfig,
+    /// Verified cache.
+    pub cache: CacheConfig,
+    /// Metrics.
+    pub metrics: MetricsConfig,
+    /// Where the config came from (for SIGHUP reloads).
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            operator_jwt_path: None,
+            system_account_jwt_path: None,
+            sign_request_subject: None,
+            sign_request_timeout: Duration::from_millis(1000),
+            primary: None,
+            replication_timeout: Duration::from_millis(5000),
+            max_replication_pack: 10_000,
+            logging: LoggingConfig {
+                time: true,
+                debug: false,
+                trace: false,
+                colors: true,
+                pid: false,
+                json: false,
+            },
+            http: HttpConfig {
+                host: "localhost".into(),
+                port: 9090,
+                read_timeout: Duration::from_millis(5000),
+                write_timeout: Duration::from_millis(5000),
+                tls_cert: None,
+                tls_key: None,
+                // A 1 MiB token may arrive with a trailing CR/LF.
+                body_limit: nas_jwt::MAX_TOKEN_BYTES + 2,
+                workers: 0,
+            },
+            nats: NatsConfig {
+                servers: Vec::new(),
+                connect_timeout: Duration::from_millis(5000),
+                reconnect_wait: Duration::from_millis(1000),
+                max_reconnects: -1,
+                tls_root: None,
+                tls_cert: None,
+                tls_key: None,
+                user_credentials: None,
+            },
+            store: StoreConfig {
+                kind: StoreKind::Dir,
+                dir: PathBuf::from("./data"),
+                shard: false,
+                read_only: false,
+                nsc: None,
+                cleanup_interval: Duration::from_secs(60),
+                delete_expired: false,
+            },
+            cache: CacheConfig {
+                max_entries: 100_000,
+                ttl: None,
+                negative_ttl: Duration::from_secs(1),
+            },
+            metrics: MetricsConfig {
+                on_main_listener: true,
+                listen: None,
+            },
+            source: None,
+        }
+    }
+}
+
+/// Reads typed values out of a conf map with the Go server's type rules, collecting warnings
+/// about keys nobody reads.
+struct Reader<'a> {
+    warnings: &'a mut Vec<String>,
+}
+
+fn describe(value: &Spanned<Value>) -> String {
+    value.value.to_string()
+}
+
+impl Reader<'_> {
+    fn check_known(&mut self, map: &Map, block: &str, known: &[&str]) {
+        for (key, _) in map.iter() {
+            if !known.iter().any(|k| k.eq_ignore_ascii_case(&key.value)) {
+                let name = if block.is_empty() {
+                    key.value.clone()
+                } else {
+                    format!("{block}.{}", key.value)
+                };
+                self.warnings
+                    .push(format!("{}: unknown config key `{name}` ignored", key.pos));
+            }
+        }
+    }
+
+    fn err(key: &str, value: &Spanned<Value>, reason: &str) -> ConfigError {
+        ConfigError::Value {
+            key: key.to_owned(),
+            value: describe(value),
+            pos: value.pos.to_string(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn string(map: &Map, key: &str) -> Result<Option<String>, ConfigError> {
+        match map.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_str() {
+                Some(s) => Ok(Some(s.to_owned())),
+                None => Err(Self::err(key, v, "expected a string")),
+            },
+        }
+    }
+
+    fn path(map: &Map, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(Self::string(map, key)?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from))
+    }
+
+    fn int(map: &Map, key: &str) -> Result<Option<i64>, ConfigError> {
+        match map.get(key) {
+            None => Ok(None),
+            Some(v) => match (&v.value, v.as_i64()) {
+                (_, Some(n)) => Ok(Some(n)),
+                (Value::String(s), None) => s
+                    .trim()
+                    .parse::<i64>()
+                    .map(Some)
+                    .map_err(|_| Self::err(key, v, "expected an integer")),
+                _ => Err(Self::err(key, v, "expected an integer")),
+            },
+        }
+    }
+
+    fn millis(map: &Map, key: &str) -> Result<Option<Duration>, ConfigError> {
+        match map.get(key) {
+            Some(v)
+                if matches!(v.value, Value::String(_))
+                    && v.as_str().is_some_and(|s| s.parse::<i64>().is_err()) =>
+            {
+                // New-style durations ("5s") are accepted besides the Go server's milliseconds.
+                v.as_duration().map(Some).ok_or_else(|| {
+                    Self::err(key, v, "expected milliseconds or a duration like \"5s\"")
+                })
+            }
+            _ => match Self::int(map, key)? {
+                None => Ok(None),
+                Some(n) if n < 0 => Err(Self::err(
+                    key,
+                    map.get(key).expect("present"),
+                    "must not be negative",
+                )),
+                Some(n) => Ok(Some(Duration::from_millis(n as u64))),
+            },
+        }
+    }
+
+    fn boolean(map: &Map, key: &str) -> Result<Option<bool>, ConfigError> {
+        match map.get(key) {
+            None => Ok(None),
+            Some(v) => match &v.value {
+                Value::Bool(b) => Ok(Some(*b)),
+                Value::String(s) => Ok(Some(s.eq_ignore_ascii_case("true"))),
+                _ => Err(Self::err(key, v, "expected a boolean")),
+            },
+        }
+    }
+
+    fn strings(map: &Map, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        match map.get(key) {
+            None => Ok(None),
+            Some(v) => match &v.value {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| Self::err(key, i, "expected a string"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some),
+                Value::String(s) => Ok(Some(vec![s.clone()])),
+                _ => Err(Self::err(
+                    key,
+                    v,
+                    "expected a string or an array of strings",
+                )),
+            },
+        }
+    }
+
+    fn block<'m>(map: &'m Map, key: &str) -> Result<Option<&'m Map>, ConfigError> {
+        match map.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_map()
+                .map(Some)
+                .ok_or_else(|| Self::err(key, v, "expected a block { … }")),
+        }
+    }
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+impl Config {
+    /// Reads a config file; returns the config and warnings (unknown keys).
+    pub fn from_file(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let doc = nas_conf::parse_file(path)?;
+        let (mut config, warnings) = Config::from_map(doc.root())?;
+        config.source = Some(path.to_owned());
+        Ok((config, warnings))
+    }
+
+    /// Reads config text (tests).
+    pub fn from_text(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
+        let doc = nas_conf::parse_str(text)?;
+        Config::from_map(doc.root())
+    }
+
+    /// Builds a config from a parsed conf tree.
+    pub fn from_map(root: &Map) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut c = Config::default();
+        let mut warnings = Vec::new();
+        let mut r = Reader {
+            warnings: &mut warnings,
+        };
+        r.check_known(
+            root,
+            "",
+            &[
+                "operatorjwtpath",
+                "systemaccountjwtpath",
+                "signrequestsubject",
+                "signrequesttimeout",
+                "primary",
+                "replicationtimeout",
+                "maxreplicationpack",
+                "logging",
+                "http",
+                "nats",
+                "store",
+                "cache",
+                "metrics",
+            ],
+        );
+        c.operator_jwt_path = Reader::path(root, "operatorjwtpath")?;
+        c.system_account_jwt_path = Reader::path(root, "systemaccountjwtpath")?;
+        c.sign_request_subject =
+            Reader::string(root, "signrequestsubject")?.filter(|s| !s.is_empty());
+        set(
+            &mut c.sign_request_timeout,
+            Reader::millis(root, "signrequesttimeout")?,
+        );
+        c.primary = Reader::string(root, "primary")?.filter(|s| !s.is_empty());
+        set(
+            &mut c.replication_timeout,
+            Reader::millis(root, "replicationtimeout")?,
+        );
+        set(
+            &mut c.max_replication_pack,
+            Reader::int(root, "maxreplicationpack")?,
+        );
+
+        if let Some(m) = Reader::block(root, "logging")? {
+            r.check_known(
+                m,
+                "logging",
+                &["time", "debug", "trace", "colors", "pid", "json"],
+            );
+            let l = &mut c.logging;
+            set(&mut l.time, Reader::boolean(m, "time")?);
+            set(&mut l.debug, Reader::boolean(m, "debug")?);
+            set(&mut l.trace, Reader::boolean(m, "trace")?);
+            set(&mut l.colors, Reader::boolean(m, "colors")?);
+            set(&mut l.pid, Reader::boolean(m, "pid")?);
+            set(&mut l.json, Reader::boolean(m, "json")?);
+        }
+        if let Some(m) = Reader::block(root, "http")? {
+            r.check_known(
+                m,
+                "http",
+                &[
+                    "host",
+                    "port",
+                    "readtimeout",
+                    "writetimeout",
+                    "tls",
+                    "bodylimit",
+                    "workers",
+                ],
+            );
+            let h = &mut c.http;
+            set(&mut h.host, Reader::string(m, "host")?);
+            if let Some(port) = Reader::int(m, "port")? {
+                h.port = u16::try_from(port).map_err(|_| {
+                    Reader::err(
+                        "http.port",
+                        m.get("port").expect("present"),
+                        "not a port number",
+                    )
+                })?;
+            }
+            set(&mut h.read_timeout, Reader::millis(m, "readtimeout")?);
+            set(&mut h.write_timeout, Reader::millis(m, "writetimeout")?);
+            if let Some(limit) = Reader::int(m, "bodylimit")? {
+                h.body_limit = usize::try_from(limit)
+                    .unwrap_or(0)
+                    .clamp(1, nas_jwt::MAX_TOKEN_BYTES + 2);
+            }
+            if let Some(w) = Reader::int(m, "workers")? {
+                h.workers = usize::try_from(w).unwrap_or(0);
+            }
+            if let Some(tls) = Reader::block(m, "tls")? {
+                r.check_known(tls, "http.tls", &["cert", "key", "root"]);
+                h.tls_cert = Reader::path(tls, "cert")?;
+                h.tls_key = Reader::path(tls, "key")?;
+            }
+        }
+        if let Some(m) = Reader::block(root, "nats")? {
+            r.check_known(
+                m,
+                "nats",
+                &[
+                    "servers",
+                    "connecttimeout",
+                    "reconnectwait",
+                    "maxreconnects",
+                    "tls",
+                    "usercredentials",
+                ],
+            );
+            let n = &mut c.nats;
+            set(&mut n.servers, Reader::strings(m, "servers")?);
+            set(&mut n.connect_timeout, Reader::millis(m, "connecttimeout")?);
+            set(&mut n.reconnect_wait, Reader::millis(m, "reconnectwait")?);
+            set(&mut n.max_reconnects, Reader::int(m, "maxreconnects")?);
+            n.user_credentials = Reader::path(m, "usercredentials")?;
+            if let Some(tls) = Reader::block(m, "tls")? {
+                r.check_known(tls, "nats.tls", &["root", "cert", "key"]);
+                n.tls_root = Reader::path(tls, "root")?;
+                n.tls_cert = Reader::path(tls, "cert")?;
+                n.tls_key = Reader::path(tls, "key")?;
+            }
+        }
+        if let Some(m) = Reader::block(root, "store")? {
+            r.check_known(
+                m,
+                "store",
+                &[
+                    "type",
+                    "dir",
+                    "shard",
+                    "cleanupinterval",
+                    "nsc",
+                    "readonly",
+                    "deleteexpired",
+                ],
+            );
+            let s = &mut c.store;
+            if let Some(dir) = Reader::string(m, "dir")? {
+                if dir.is_empty() {
+                    return Err(ConfigError::Invalid("store directory is required".into()));
+                }
+                s.dir = PathBuf::from(dir);
+            }
+            set(&mut s.shard, Reader::boolean(m, "shard")?);
+            set(&mut s.read_only, Reader::boolean(m, "readonly")?);
+            set(&mut s.delete_expired, Reader::boolean(m, "deleteexpired")?);
+            if let Some(d) = Reader::millis(m, "cleanupinterval")? {
+                s.cleanup_interval = if d.is_zero() {
+                    Duration::from_secs(60)
+                } else {
+                    d
+                };
+            }
+            s.nsc = Reader::path(m, "nsc")?;
+            if s.nsc.is_some() {
+                s.kind = StoreKind::Nsc;
+            }
+            if let Some(kind) = Reader::string(m, "type")? {
+                s.kind = match kind.to_ascii_lowercase().as_str() {
+                    "dir" | "directory" => StoreKind::Dir,
+                    "memory" | "mem" => StoreKind::Memory,
+                    "nsc" => StoreKind::Nsc,
+                    other => {
+                        let v = m.get("type").expect("present");
+                        return Err(Reader::err(
+                            "store.type",
+                            v,
+                            &format!("unknown store type {other:?} (expected dir, memory or nsc)"),
+                        ));
+                    }
+                };
+            }
+        }
+        if let Some(m) = Reader::block(root, "cache")? {
+            r.check_known(m, "cache", &["maxentries", "ttl", "negativettl"]);
+            if let Some(n) = Reader::int(m, "maxentries")? {
+                c.cache.max_entries = u64::try_from(n).unwrap_or(0).max(1);
+            }
+            c.cache.ttl = Reader::millis(m, "ttl")?.filter(|d| !d.is_zero());
+            set(&mut c.cache.negative_ttl, Reader::millis(m, "negativettl")?);
+        }
+        if let Some(m) = Reader::block(root, "metrics")? {
+            r.check_known(m, "metrics", &["listen", "onmainlistener"]);
+            c.metrics.listen = Reader::string(m, "listen")?.filter(|s| !s.is_empty());
+            set(
+                &mut c.metrics.on_main_listener,
+                Reader::boolean(m, "onmainlistener")?,
+            );
+        }
+        c.validate()?;
+        Ok((c, warnings))
+    }
+
+    /// Checks combinations that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "TLS is not configured: http.tls needs both cert and key".into(),
+            ));
+        }
+        if self.store.kind == StoreKind::Nsc && self.store.nsc.is_none() {
+            return Err(ConfigError::Invalid(
+                "store type nsc needs store.nsc (the nsc operator folder)".into(),
+            ));
+        }
+        if self.primary.is_some() && self.store.kind == StoreKind::Nsc {
+            return Err(ConfigError::Invalid(
+                "replicas cannot be run in NSC mode".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `host:port` string to bind.
+    pub fn http_bind(&self) -> String {
+        let host = if self.http.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.http.host
+        };
+        format!("{host}:{}", self.http.port)
+    }
+}
+
+/// Position of a value, for messages.
+pub fn position_of(value: &Spanned<Value>) -> &Position {
+    &value.pos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_example_config_parses() {
+        let text = r#"
+# nats-account-server
+OperatorJWTPath: "/etc/nas/operator.jwt"
+systemaccountjwtpath: "/etc/nas/SYS.jwt"
+primary: "http://primary.example.com:9090"
+http: { host: "0.0.0.0", port: 9090, readtimeout: 5000, writetimeout: 5000 }
+store: { dir: "/var/lib/nas/jwt", shard: false, cleanupinterval: 60000 }
+logging: { debug: false, trace: false, time: true, colors: false, pid: true }
+nats: {
+  servers: ["nats://a.example.com:4222", "nats://b.example.com:4222"]
+  usercredentials: "/etc/nas/sys-user.creds"
+  ConnectTimeout: 5000
+  ReconnectWait: 10000
+}
+"#;
+        let (c, warnings) = Config::from_text(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            c.operator_jwt_path.as_deref(),
+            Some(Path::new("/etc/nas/operator.jwt"))
+        );
+        assert_eq!(c.http.host, "0.0.0.0");
+        assert_eq!(c.store.dir, PathBuf::from("/var/lib/nas/jwt"));
+        assert_eq!(c.nats.servers.len(), 2);
+        assert_eq!(c.nats.reconnect_wait, Duration::from_secs(10));
+        assert!(c.logging.pid && !c.logging.colors);
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_position() {
+        let (_, warnings) = Config::from_text("http { port: 1, prot: 2 }\nbogus: 1\n").unwrap();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("`http.prot`") && w.contains(":1:17")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("`bogus`") && w.contains(":2:1")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_key_and_position() {
+        let err = Config::from_text("http {\n  port: \"abc\"\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port") && err.contains(":2:"), "{err}");
+        let err = Config::from_text("store { dir: \"\" }")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "store directory is required");
+        let err = Config::from_text("http { tls { cert: a.pem } }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TLS is not configured"), "{err}");
+        assert!(Config::from_text("http: [").is_err());
+    }
+
+    #[test]
+    fn go_type_rules() {
+        let (c, _) =
+            Config::from_text("http { port: \"8080\" }\nlogging { debug: \"TRUE\" }").unwrap();
+        assert_eq!(c.http.port, 8080);
+        assert!(c.logging.debug);
+        let (c, _) = Config::from_text("nats { servers: \"nats://x:4222\" }").unwrap();
+        assert_eq!(c.nats.servers, vec!["nats://x:4222".to_owned()]);
+    }
+}

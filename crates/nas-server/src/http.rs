@@ -1,0 +1,678 @@
+//! The HTTP API (nats-account-server v1 routes, plus metrics), mapped onto actix-web.
+//!
+//! Errors from the lower layers are turned into status codes and bodies here and nowhere else.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use nas_jwt::{is_valid_public_key, KeyRole};
+use nas_store::{Store, StoreError};
+
+use crate::accept::{AcceptError, Accepter};
+use crate::cache::{Lookup, Served, VerifiedCache};
+use crate::metrics::Metrics;
+use crate::notify::{Notifier, NotifyOutcome};
+use crate::view;
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    /// The verified cache (GET path).
+    pub cache: VerifiedCache,
+    /// The accept rule (POST path).
+    pub accepter: Accepter,
+    /// The store (pack, activations, health).
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Notifications.
+    pub notifier: Arc<dyn Notifier>,
+    /// The operator JWT file, served verbatim.
+    pub operator_jwt: Option<Bytes>,
+    /// The configured system account JWT, served when the store has none.
+    pub system_account: Option<Arc<Served>>,
+    /// `maxreplicationpack`: default and upper bound of `/jwt/v1/pack?max=` (negative = none).
+    pub max_pack: i64,
+    /// Whether `/metrics` is served on this listener.
+    pub metrics_on_main: bool,
+}
+
+/// Current Unix time in seconds.
+fn now() -> i64 {
+    nas_jwt::unix_now()
+}
+
+/// Query flags, read as the Go server does: first occurrence, value lower-cased equals `true`.
+struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    fn parse(req: &HttpRequest) -> Query {
+        Query {
+            pairs: form_urlencoded::parse(req.query_string().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+}
+
+/// `text/plain` error body (the Go server's "plain" helper): message + newline.
+fn plain(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain")
+        .body(format!("{message}\n"))
+}
+
+/// `text/plain; charset=utf-8` + nosniff (the Go server's "stdlib" helper).
+fn stdlib(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(format!("{message}\n"))
+}
+
+fn store_unavailable(e: &StoreError) -> HttpResponse {
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("account store unavailable, try again: {e}"),
+    )
+}
+
+/// `GET /jwt/v1/accounts[/]`: the probe nats-server sends at startup; always 200.
+async fn probe() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-cache, no-store, must-revalidate"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .insert_header((header::EXPIRES, "0"))
+        .finish()
+}
+
+const NO_MATCHING_ACCOUNT: &str = "no matching account JWT";
+
+/// `GET /jwt/v1/accounts/<key>`.
+async fn get_account(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    key: web::Path<String>,
+) -> HttpResponse {
+    let query = Query::parse(&req);
+    if query.get("jti").is_some_and(|v| !v.is_empty()) {
+        return plain(
+            StatusCode::NOT_IMPLEMENTED,
+            "lookup by jti is no longer supported",
+        );
+    }
+    let key = key.into_inner();
+    // Only valid account keys are ever cached, so the hot path looks up first and validates the
+    // key on a miss.
+    let served = match state.cache.get_cached(&key).await {
+        Some(hit) => Ok(hit),
+        None if !is_valid_public_key(&key, KeyRole::Account) => {
+            return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT)
+        }
+        None => state.cache.get(&key).await,
+    };
+    let served = match served {
+        Ok(Lookup::Found(served)) => served,
+        Ok(Lookup::Missing) => match &state.system_account {
+            Some(sys) if sys.key == key => sys.clone(),
+            _ => return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT),
+        },
+        Err(e) => return store_unavailable(&e),
+    };
+    respond_with_jwt(&state, &req, &query, &served, true).await
+}
+
+async fn respond_with_jwt(
+    state: &AppState,
+    req: &HttpRequest,
+    query: &Query,
+    served: &Served,
+    account: bool,
+) -> HttpResponse {
+    if query.flag("text") {
+        return HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(served.token.clone());
+    }
+    if query.flag("decode") {
+        return decoded(req, query, &served.token);
+    }
+    let now = now();
+    if account && query.flag("check") && served.expired(now) {
+        return HttpResponse::NotFound().finish();
+    }
+    if let Some(inm) = req.headers().get(header::IF_NONE_MATCH) {
+        if inm.to_str().is_ok_and(|v| v.contains(served.etag.as_str())) {
+            return HttpResponse::NotModified().finish();
+        }
+    }
+    if account && query.flag("notify") {
+        match state.notifier.republish(&served.key, &served.token).await {
+            NotifyOutcome::Failed(e) => {
+                tracing::error!("notification for {} failed: {e}", served.key);
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "error sending notification of change",
+                );
+            }
+            NotifyOutcome::NotConfigured => tracing::info!(
+                "skipping notification for {}, no NATS configured",
+                &served.key[..12]
+            ),
+            NotifyOutcome::Sent => {}
+        }
+    }
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, served.etag.as_str()))
+        .insert_header((header::CACHE_CONTROL, served.cache_control(now)))
+        .content_type("application/jwt")
+        .body(served.token.clone())
+}
+
+/// The decoded view: Go's readable layout, or valid JSON with `format=json` or
+/// `Accept: application/json`.
+fn decoded(req: &HttpRequest, query: &Query, token: &[u8]) -> HttpResponse {
+    let wants_json = query
+        .get("format")
+        .is_some_and(|f| f.eq_ignore_ascii_case("json"))
+        || req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        HttpResponse::Ok()
+            .content_type("application/json")
+            .body(view::json(token))
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(view::human(token))
+    }
+}
+
+/// The response for a refused write: one status and message per reason.
+pub fn accept_error_response(error: &AcceptError) -> HttpResponse {
+    let bad = StatusCode::BAD_REQUEST;
+    match error {
+        AcceptError::TooLarge { .. } => plain(StatusCode::PAYLOAD_TOO_LARGE, &error.to_string()),
+        AcceptError::Malformed(reason) => plain(bad, &format!("bad JWT in request\n{reason}")),
+        AcceptError::KeyMismatch { key, sub } => plain(
+            bad,
+            &format!("pub keys don't match\nthe JWT's subject is {sub}, the URL names {key}"),
+        ),
+        AcceptError::SubjectNotAccount
+        | AcceptError::SelfSigned
+        | AcceptError::IssuerNotOperator => plain(bad, &error.to_string()),
+        AcceptError::NoOperator => plain(
+            bad,
+            "untrusted issuer in request\nno operator is configured on this account server",
+        ),
+        AcceptError::Untrusted(iss) => plain(
+            bad,
+            &format!(
+                "untrusted issuer in request\n{iss} is not the operator or one of its signing keys"
+            ),
+        ),
+        AcceptError::StrictIdentityKey => plain(
+            bad,
+            "untrusted issuer in request\noperator requires issuer to be a signing key",
+        ),
+        AcceptError::Invalid(issues) => {
+            let mut parts = vec![error.to_string()];
+            parts.extend(issues.iter().map(|i| format!("\t - {i}\n")));
+            stdlib(bad, &parts.join("\n"))
+        }
+        AcceptError::Stale { .. } => plain(StatusCode::CONFLICT, &error.to_string()),
+        AcceptError::ReadOnly(_) => HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "GET, HEAD, OPTIONS"))
+            .content_type("text/plain")
+            .body(format!("{error}\n")),
+        AcceptError::Store(StoreError::Unavailable(e)) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("error saving JWT: account store unavailable, try again: {e}"),
+        ),
+        AcceptError::Store(e) => {
+            tracing::error!("store write failed: {e}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "error saving JWT")
+        }
+    }
+}
+
+/// `POST /jwt/v1/accounts/<key>`.
+async fn post_account(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    body: Bytes,
+) -> HttpResponse {
+    match state
+        .accepter
+        .accept("http", Some(key.as_str()), &body, now())
+        .await
+    {
+        Ok(_) => HttpResponse::Ok().finish(),
+        Err(e) => accept_error_response(&e),
+    }
+}
+
+/// `GET /jwt/v1/operator`.
+async fn get_operator(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let Some(jwt) = &state.operator_jwt else {
+        return not_found().await;
+    };
+    let query = Query::parse(&req);
+    if query.flag("text") {
+        return HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(jwt.clone());
+    }
+    if query.flag("decode") {
+        let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(jwt));
+        return decoded(&req, &query, token.as_bytes());
+    }
+    HttpResponse::Ok()
+        .content_type("application/jwt")
+        .body(jwt.clone())
+}
+
+/// `GET /jwt/v1/pack?max=N`.
+async fn get_pack(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let query = Query::parse(&req);
+    let limit = state.max_pack;
+    let max = match query.get("max") {
+        None => limit,
+        Some(raw) => {
+            let value = raw.to_lowercase();
+            let Ok(max) = value.parse::<i64>() else {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad max parameter {value:?}"),
+                );
+            };
+            if limit >= 0 && max > limit {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad max parameter {value:?}, no more than {limit} are allowed"),
+                );
+            }
+            max
+        }
+    };
+    if max == 0 {
+        return HttpResponse::Ok().content_type("text/plain").finish();
+    }
+    let max = usize::try_from(max).ok();
+    match state.store.pack(max).await {
+        Ok(entries) => {
+            let mut body = Vec::new();
+            for (i, (key, jwt)) in entries.iter().enumerate() {
+                if i > 0 {
+                    body.push(b'\n');
+                }
+                body.extend_from_slice(key.as_bytes());
+                body.push(b'|');
+                body.extend_from_slice(jwt);
+            }
+            HttpResponse::Ok().content_type("text/plain").body(body)
+        }
+        Err(StoreError::Unavailable(e)) => store_unavailable(&StoreError::Unavailable(e)),
+        Err(e) => {
+            tracing::error!("pack failed: {e}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "error packing JWTs")
+        }
+    }
+}
+
+/// `GET /jwt/v1/help`.
+async fn help() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain")
+        .body(crate::help::TEXT)
+}
+
+/// `GET /healthz`: 200 while HTTP is served; the body reports the store.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let store = match tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        state.store.backend().health(),
+    )
+    .await
+    {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unavailable: {e}"),
+        Err(_) => "unavailable: health check timed out".to_owned(),
+    };
+    let nats = match state.metrics.nats_connected.get() {
+        1 => "connected",
+        _ => "not connected",
+    };
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": if store == "ok" { "ok" } else { "degraded" },
+        "store": store,
+        "store_backend": state.store.backend().kind(),
+        "nats": nats,
+    }))
+}
+
+/// `GET /metrics` (Prometheus text format).
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    if !state.metrics_on_main {
+        return not_found().await;
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// `POST /jwt/v1/activations`.
+async fn post_activation(state: web::Data<AppState>, body: Bytes) -> HttpResponse {
+    let bad = StatusCode::BAD_REQUEST;
+    let Ok((token, claims)) = nas_jwt::decode(&body).and_then(|j| j.into_activation()) else {
+        return plain(bad, "bad activation JWT in request");
+    };
+    if !is_valid_public_key(&claims.sub, KeyRole::Account) {
+        return plain(bad, "bad activation JWT Subject in request");
+    }
+    let Ok(hash) = nas_jwt::activation_hash_id(&claims) else {
+        return plain(bad, "bad activation hash in request");
+    };
+    if state.store.read_only() {
+        return accept_error_response(&AcceptError::ReadOnly(String::new()));
+    }
+    match state.store.put_activation(&hash, Bytes::from(token)).await {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(StoreError::Unavailable(e)) => store_unavailable(&StoreError::Unavailable(e)),
+        Err(e) => {
+            tracing::error!("activation write failed: {e}");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "error saving activation JWT",
+            )
+        }
+    }
+}
+
+/// `GET /jwt/v1/activations/<hash>`.
+async fn get_activation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    hash: web::Path<String>,
+) -> HttpResponse {
+    let not_found = || stdlib(StatusCode::NOT_FOUND, "No Matching JWT");
+    let bytes = match state.store.get_activation(&hash).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) | Err(StoreError::InvalidKey { .. }) => return not_found(),
+        Err(e) => return store_unavailable(&e),
+    };
+    let Ok((_, claims)) = nas_jwt::decode(&bytes).and_then(|j| j.into_activation()) else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "error loading JWT");
+    };
+    let served = Served {
+        key: claims.sub.clone(),
+        token: bytes,
+        etag: format!("\"{}\"", claims.jti),
+        jti: claims.jti.clone(),
+        exp: claims.exp,
+        iat: claims.iat,
+        name: claims.name.clone(),
+    };
+    respond_with_jwt(&state, &req, &Query::parse(&req), &served, false).await
+}
+
+/// Unknown path: the Go router's exact 404.
+async fn not_found() -> HttpResponse {
+    stdlib(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+/// Known path, other method: 405 with `Allow`; `OPTIONS` (not a CORS preflight) gets 200.
+fn method_not_allowed(
+    allow: &'static str,
+) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
+    move |req: HttpRequest| {
+        let response = if is_preflight(&req) {
+            preflight(&req)
+        } else if req.method() == Method::OPTIONS {
+            HttpResponse::Ok()
+                .insert_header((header::ALLOW, allow))
+                .finish()
+        } else {
+            HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, allow))
+                .content_type("text/plain; charset=utf-8")
+                .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .body("Method Not Allowed\n")
+        };
+        std::future::ready(response)
+    }
+}
+
+/// Fixed path segments of every route; `{}` is a key.
+const ROUTES: &[&[&str]] = &[
+    &["jwt", "v1", "help"],
+    &["jwt", "v1", "operator"],
+    &["jwt", "v1", "pack"],
+    &["jwt", "v1", "accounts"],
+    &["jwt", "v1", "accounts", "{}"],
+    &["jwt", "v1", "activations"],
+    &["jwt", "v1", "activations", "{}"],
+    &["healthz"],
+    &["metrics"],
+];
+
+/// The canonical spelling of a path that only differs from a route by case, a trailing slash or
+/// empty segments (the Go router redirects those).
+fn canonical_path(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    ROUTES.iter().find_map(|route| {
+        if route.len() != segments.len() {
+            return None;
+        }
+        let mut out = String::new();
+        for (pattern, seg) in route.iter().zip(&segments) {
+            out.push('/');
+            if *pattern == "{}" {
+                out.push_str(seg);
+            } else if pattern.eq_ignore_ascii_case(seg) {
+                out.push_str(pattern);
+            } else {
+                return None;
+            }
+        }
+        Some(out)
+    })
+}
+
+/// Default service: CORS preflight for any path, redirects for unclean paths, else 404.
+fn is_preflight(req: &HttpRequest) -> bool {
+    req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+async fn fallback(req: HttpRequest) -> HttpResponse {
+    if is_preflight(&req) {
+        return preflight(&req);
+    }
+    if let Some(canonical) = canonical_path(req.path()) {
+        if canonical != req.path() {
+            let status = if req.method() == Method::GET {
+                StatusCode::MOVED_PERMANENTLY
+            } else {
+                StatusCode::TEMPORARY_REDIRECT
+            };
+            let mut location = canonical;
+            if !req.query_string().is_empty() {
+                location = format!("{location}?{}", req.query_string());
+            }
+            return HttpResponse::build(status)
+                .insert_header((header::LOCATION, location))
+                .finish();
+        }
+    }
+    not_found().await
+}
+
+/// A CORS preflight: 204, echoing the origin for allowed methods.
+fn preflight(req: &HttpRequest) -> HttpResponse {
+    let mut response = HttpResponse::NoContent();
+    response.insert_header((
+        header::VARY,
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+    ));
+    let headers = req.headers();
+    let method = headers
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let allowed = ["GET", "POST", "OPTIONS"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method));
+    if let (Some(origin), true) = (headers.get(header::ORIGIN), allowed) {
+        response.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
+        response.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, method));
+        if let Some(h) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            response.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone()));
+        }
+    }
+    response.finish()
+}
+
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    // The name is the pattern: metrics read it back without rebuilding the pattern string.
+    web::resource(path)
+        .name(path)
+        .default_service(web::to(method_not_allowed(allow)))
+}
+
+/// Registers every route on an actix `App`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let get_head = "GET, HEAD, OPTIONS";
+    cfg.service(
+        resource("/jwt/v1/accounts/{key}", "GET, HEAD, OPTIONS, POST")
+            .route(web::get().to(get_account))
+            .route(web::head().to(get_account))
+            .route(web::post().to(post_account)),
+    )
+    .service(
+        resource("/jwt/v1/accounts", get_head)
+            .route(web::get().to(probe))
+            .route(web::head().to(probe)),
+    )
+    .service(
+        resource("/jwt/v1/accounts/", get_head)
+            .route(web::get().to(probe))
+            .route(web::head().to(probe)),
+    )
+    .service(
+        resource("/jwt/v1/operator", get_head)
+            .route(web::get().to(get_operator))
+            .route(web::head().to(get_operator)),
+    )
+    .service(
+        resource("/jwt/v1/pack", get_head)
+            .route(web::get().to(get_pack))
+            .route(web::head().to(get_pack)),
+    )
+    .service(
+        resource("/jwt/v1/help", get_head)
+            .route(web::get().to(help))
+            .route(web::head().to(help)),
+    )
+    .service(
+        resource("/healthz", get_head)
+            .route(web::get().to(healthz))
+            .route(web::head().to(healthz)),
+    )
+    .service(resource("/metrics", get_head).route(web::get().to(metrics)))
+    .service(
+        resource("/jwt/v1/activations", "OPTIONS, POST").route(web::post().to(post_activation)),
+    )
+    .service(
+        resource("/jwt/v1/activations/{hash}", get_head)
+            .route(web::get().to(get_activation))
+            .route(web::head().to(get_activation)),
+    )
+    .default_service(web::to(fallback));
+}
+
+/// Middleware body: CORS response headers and request metrics, for every response.
+pub async fn observe<B: MessageBody>(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    let started = Instant::now();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let method = req.method().clone();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let mut res = next.call(req).await?;
+    let is_preflight = res.status() == StatusCode::NO_CONTENT && method == Method::OPTIONS;
+    if !is_preflight {
+        let headers = res.headers_mut();
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        if let Some(origin) = origin {
+            if method == Method::GET || method == Method::POST {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                headers.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("Authorization"),
+                );
+            }
+        }
+    }
+    if let Some(metrics) = metrics {
+        let route = res.request().match_name().unwrap_or("unmatched");
+        metrics
+            .http_requests
+            .with_label_values(&[route, method.as_str(), res.status().as_str()])
+            .inc();
+        metrics
+            .http_duration
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths() {
+        assert_eq!(
+            canonical_path("/JWT/v1/help").as_deref(),
+            Some("/jwt/v1/help")
+        );
+        assert_eq!(
+            canonical_path("/jwt/v1/Accounts/ABC").as_deref(),
+            Some("/jwt/v1/accounts/ABC")
+        );
+        assert_eq!(
+            canonical_path("/jwt/v1/accounts/ABC/").as_deref(),
+            Some("/jwt/v1/accounts/ABC")
+        );
+        assert_eq!(canonical_path("/jwt/v2/help"), None);
+    }
+}

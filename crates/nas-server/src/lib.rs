@@ -1,0 +1,17 @@
+//! The account server: configuration, the verified-JWT cache, the single accept rule, the HTTP
+//! API, metrics and (later) the NATS bridge. The binary in the workspace root only parses flags
+//! and calls [`server::Server::start`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod accept;
+pub mod cache;
+pub mod config;
+mod help;
+pub mod http;
+pub mod instrumented;
+pub mod metrics;
+pub mod notify;
+pub mod server;
+pub mod view;

@@ -1,0 +1,168 @@
+//! Prometheus metrics (namespace `nas_`), one registry per server so tests can run side by side.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric family the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route pattern, method and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request duration by route pattern.
+    pub http_duration: HistogramVec,
+    /// Verified-cache hits.
+    pub cache_hits: IntCounter,
+    /// Verified-cache misses.
+    pub cache_misses: IntCounter,
+    /// Entries evicted for size.
+    pub cache_evictions: IntCounter,
+    /// JWT verifications by result (`ok`, `rejected`).
+    pub verifications: IntCounterVec,
+    /// Accepted writes by outcome (`created`, `updated`, `unchanged`) and refusals by reason.
+    pub writes: IntCounterVec,
+    /// Store operation duration by backend and operation.
+    pub store_duration: HistogramVec,
+    /// Store errors by backend and operation.
+    pub store_errors: IntCounterVec,
+    /// Accounts in the store (as last counted).
+    pub accounts_stored: IntGauge,
+    /// 1 while connected to NATS.
+    pub nats_connected: IntGauge,
+    /// Notifications published.
+    pub notifications: IntCounterVec,
+    /// Resolver protocol requests by subject kind and result.
+    pub resolver_requests: IntCounterVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are unique constants of this module, so registration cannot collide.
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("metric registration: {e}"));
+    metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help).namespace("nas"), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, vec)
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help).namespace("nas"))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, c)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(Opts::new(name, help).namespace("nas"))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, g)
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help)
+            .namespace("nas")
+            .buckets(buckets),
+        labels,
+    )
+    .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, h)
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let fast = vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0,
+        ];
+        Metrics {
+            http_requests: counter_vec(
+                &registry,
+                "http_requests_total",
+                "HTTP requests by route pattern, method and status",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram_vec(
+                &registry,
+                "http_request_duration_seconds",
+                "HTTP request duration by route pattern",
+                &["route"],
+                fast.clone(),
+            ),
+            cache_hits: counter(&registry, "cache_hits_total", "Verified-JWT cache hits"),
+            cache_misses: counter(&registry, "cache_misses_total", "Verified-JWT cache misses"),
+            cache_evictions: counter(
+                &registry,
+                "cache_evictions_total",
+                "Verified-JWT cache entries evicted for size",
+            ),
+            verifications: counter_vec(
+                &registry,
+                "jwt_verifications_total",
+                "JWT signature/trust verifications by result",
+                &["result"],
+            ),
+            writes: counter_vec(
+                &registry,
+                "writes_total",
+                "Account writes by path and outcome",
+                &["path", "outcome"],
+            ),
+            store_duration: histogram_vec(
+                &registry,
+                "store_operation_duration_seconds",
+                "Store operation duration",
+                &["backend", "op"],
+                fast,
+            ),
+            store_errors: counter_vec(
+                &registry,
+                "store_errors_total",
+                "Store operation errors",
+                &["backend", "op"],
+            ),
+            accounts_stored: gauge(&registry, "accounts_stored", "Accounts in the store"),
+            nats_connected: gauge(&registry, "nats_connected", "1 while connected to NATS"),
+            notifications: counter_vec(
+                &registry,
+                "notifications_total",
+                "Change notifications published",
+                &["result"],
+            ),
+            resolver_requests: counter_vec(
+                &registry,
+                "resolver_requests_total",
+                "NATS resolver requests by kind and result",
+                &["kind", "result"],
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric data, which the typed API prevents.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("metrics encoding failed: {e}");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

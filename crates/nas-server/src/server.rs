@@ -1,0 +1,362 @@
+//! Wiring: config → store → cache → accept rule → HTTP listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{middleware, web, App, HttpServer};
+use bytes::Bytes;
+use nas_jwt::OperatorTrust;
+use nas_store::{Backend, Store, StoreError};
+
+use crate::accept::Accepter;
+use crate::cache::{CacheOptions, Served, VerifiedCache};
+use crate::config::{Config, StoreKind};
+use crate::http::{self, AppState};
+use crate::instrumented::Instrumented;
+use crate::metrics::Metrics;
+use crate::notify::{NoNats, Notifier};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A JWT file could not be read or is invalid.
+    #[error("{0}")]
+    Jwt(String),
+    /// TLS material is unusable.
+    #[error("TLS is not configured: {0}")]
+    Tls(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        error: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    http: actix_web::dev::ServerHandle,
+    metrics_http: Option<actix_web::dev::ServerHandle>,
+    /// Bound address of the API listener.
+    pub http_addr: SocketAddr,
+    /// Bound address of the metrics listener, if separate.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether the API is served over TLS.
+    pub tls: bool,
+}
+
+fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
+    let s = &config.store;
+    Ok(match s.kind {
+        StoreKind::Memory => Arc::new(nas_store::memory::MemoryBackend::new()),
+        StoreKind::Dir => Arc::new(nas_store::dir::DirBackend::open(
+            &s.dir,
+            nas_store::dir::DirOptions {
+                sharded: s.shard,
+                read_only: s.read_only,
+                watch: s.read_only,
+            },
+        )?),
+        StoreKind::Nsc => {
+            let dir = s.nsc.as_deref().unwrap_or(&s.dir);
+            Arc::new(nas_store::nsc::NscBackend::open(dir)?)
+        }
+    })
+}
+
+fn read_file(what: &str, path: &std::path::Path) -> Result<Bytes, StartError> {
+    std::fs::read(path)
+        .map(Bytes::from)
+        .map_err(|e| StartError::Jwt(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+fn read_only_hint(config: &Config) -> String {
+    match config.store.kind {
+        StoreKind::Nsc => format!(
+            "it serves the nsc folder {} read-only: change accounts with nsc",
+            config.store.nsc.as_deref().unwrap_or(&config.store.dir).display()
+        ),
+        _ => format!(
+            "it serves {} read-only: write the JWT into that directory, or push to a writable account server",
+            config.store.dir.display()
+        ),
+    }
+}
+
+fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartError> {
+    let (Some(cert), Some(key)) = (&config.http.tls_cert, &config.http.tls_key) else {
+        return Ok(None);
+    };
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert)
+            .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?,
+    ))
+    .map_err(|e| StartError::Tls(e.to_string()))?
+    .ok_or_else(|| StartError::Tls(format!("no private key in {}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map(Some)
+        .map_err(|e| StartError::Tls(e.to_string()))
+}
+
+impl Server {
+    /// Opens the store, loads the operator and system account, and starts the listeners.
+    /// Must run inside a tokio runtime.
+    pub async fn start(config: &Config) -> Result<Server, StartError> {
+        Server::start_with(config, Arc::new(NoNats)).await
+    }
+
+    /// Like [`start`](Self::start) with a given notifier (the NATS bridge).
+    pub async fn start_with(
+        config: &Config,
+        notifier: Arc<dyn Notifier>,
+    ) -> Result<Server, StartError> {
+        tracing::info!(
+            "starting NATS Account server, version {}",
+            env!("CARGO_PKG_VERSION")
+        );
+        let metrics = Arc::new(Metrics::new());
+        let backend = open_backend(config)?;
+        tracing::info!(
+            "creating a {} store ({})",
+            backend.kind(),
+            describe_store(config)
+        );
+        let backend: Arc<dyn Backend> = Arc::new(Instrumented::new(backend, metrics.clone()));
+        let store = Store::new(backend);
+
+        let mut operator_path = config.operator_jwt_path.clone();
+        if operator_path.is_none() && config.store.kind == StoreKind::Nsc {
+            let dir = config.store.nsc.as_deref().unwrap_or(&config.store.dir);
+            if let Some(name) = dir.file_name() {
+                operator_path = Some(dir.join(format!("{}.jwt", name.to_string_lossy())));
+            }
+        }
+        let (operator_jwt, trust) = match &operator_path {
+            Some(path) => {
+                tracing::info!("loading operator from {}", path.display());
+                let bytes = read_file("operator JWT", path)?;
+                let trust = OperatorTrust::from_operator_jwt(&bytes).map_err(|e| {
+                    StartError::Jwt(format!("operator JWT {}: {e}", path.display()))
+                })?;
+                tracing::info!("Operator: {}", trust.identity());
+                (Some(bytes), Some(Arc::new(trust)))
+            }
+            None => {
+                tracing::warn!("No Operator is configured - You will NOT be able to push jwt to this account server");
+                (None, None)
+            }
+        };
+        let system_account = match &config.system_account_jwt_path {
+            Some(path) => {
+                tracing::info!("loading system account from {}", path.display());
+                let bytes = read_file("system account JWT", path)?;
+                let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(&bytes));
+                let verified = match &trust {
+                    Some(t) => t.verify_account_untimed(token.as_bytes(), None),
+                    None => nas_jwt::decode_account_for(token.as_bytes(), None),
+                }
+                .map_err(|e| {
+                    StartError::Jwt(format!("system account JWT {}: {e}", path.display()))
+                })?;
+                if let Some(sys) = trust.as_ref().and_then(|t| t.system_account()) {
+                    if sys != verified.claims.sub {
+                        return Err(StartError::Jwt(format!(
+                            "the operator's system account {sys} differs from the configured system account {}",
+                            verified.claims.sub
+                        )));
+                    }
+                }
+                tracing::info!(
+                    "System Account: {} ({})",
+                    verified.claims.sub,
+                    verified.claims.name
+                );
+                Some(Arc::new(Served::new(
+                    &verified,
+                    Bytes::from(verified.token.clone()),
+                )))
+            }
+            None => None,
+        };
+
+        let cache = VerifiedCache::new(
+            store.clone(),
+            trust.clone(),
+            metrics.clone(),
+            &CacheOptions {
+                max_entries: config.cache.max_entries,
+                ttl: config.cache.ttl,
+                negative_ttl: config.cache.negative_ttl,
+            },
+        );
+        let accepter = Accepter::new(
+            store.clone(),
+            trust,
+            cache.clone(),
+            notifier.clone(),
+            metrics.clone(),
+            read_only_hint(config),
+        );
+        let state = web::Data::new(AppState {
+            cache,
+            accepter,
+            store: store.clone(),
+            metrics: metrics.clone(),
+            notifier,
+            operator_jwt,
+            system_account,
+            max_pack: config.max_replication_pack,
+            metrics_on_main: config.metrics.on_main_listener && config.metrics.listen.is_none(),
+        });
+
+        let body_limit = config.http.body_limit;
+        let app_state = state.clone();
+        let mut http = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(middleware::from_fn(http::observe))
+                .configure(http::routes)
+        })
+        .disable_signals()
+        .client_request_timeout(config.http.read_timeout)
+        .shutdown_timeout(5);
+        if config.http.workers > 0 {
+            http = http.workers(config.http.workers);
+        }
+        let bind = config.http_bind();
+        let tls = tls_config(config)?;
+        let is_tls = tls.is_some();
+        let http = match tls {
+            Some(tls) => http.bind_rustls_0_23(&bind, tls),
+            None => http.bind(&bind),
+        }
+        .map_err(|error| StartError::Listen {
+            addr: bind.clone(),
+            error,
+        })?;
+        let http_addr = *http.addrs().first().ok_or_else(|| StartError::Listen {
+            addr: bind.clone(),
+            error: std::io::Error::other("no address bound"),
+        })?;
+        let http = http.run();
+        let http_handle = http.handle();
+        tokio::spawn(http);
+        let scheme = if is_tls { "https" } else { "http" };
+        tracing::info!("{scheme} listening on {http_addr}");
+
+        let (metrics_http, metrics_addr) = match &config.metrics.listen {
+            Some(listen) => {
+                let m = metrics.clone();
+                let server = HttpServer::new(move || {
+                    let m = m.clone();
+                    App::new().route(
+                        "/metrics",
+                        web::get().to(move || {
+                            let m = m.clone();
+                            async move {
+                                actix_web::HttpResponse::Ok()
+                                    .content_type("text/plain; version=0.0.4")
+                                    .body(m.render())
+                            }
+                        }),
+                    )
+                })
+                .disable_signals()
+                .workers(1)
+                .bind(listen)
+                .map_err(|error| StartError::Listen {
+                    addr: listen.clone(),
+                    error,
+                })?;
+                let addr = server.addrs().first().copied();
+                let server = server.run();
+                let handle = server.handle();
+                tokio::spawn(server);
+                tracing::info!("metrics listening on {listen}");
+                (Some(handle), addr)
+            }
+            None => (None, None),
+        };
+
+        let host = match config.http.host.as_str() {
+            "" | "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
+            h => h.to_owned(),
+        };
+        tracing::info!("nats-account-server is running");
+        tracing::info!("configure the nats-server with:");
+        tracing::info!(
+            "  resolver: URL({scheme}://{host}:{}/jwt/v1/accounts/)",
+            http_addr.port()
+        );
+        Ok(Server {
+            http: http_handle,
+            metrics_http,
+            http_addr,
+            metrics_addr,
+            store,
+            metrics,
+            tls: is_tls,
+        })
+    }
+
+    /// The base URL of the API (`http://127.0.0.1:<port>`).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.http_addr.port())
+    }
+
+    /// Stops the listeners gracefully (in-flight requests finish).
+    pub async fn stop(&self) {
+        tracing::info!("stopping http server");
+        self.http.stop(true).await;
+        if let Some(m) = &self.metrics_http {
+            m.stop(true).await;
+        }
+        tracing::info!("http server stopped");
+    }
+}
+
+fn describe_store(config: &Config) -> String {
+    match config.store.kind {
+        StoreKind::Memory => "in memory".to_owned(),
+        StoreKind::Dir => format!(
+            "{}{}{}",
+            config.store.dir.display(),
+            if config.store.shard { ", sharded" } else { "" },
+            if config.store.read_only {
+                ", read-only"
+            } else {
+                ""
+            }
+        ),
+        StoreKind::Nsc => format!(
+            "nsc folder {}, read-only",
+            config
+                .store
+                .nsc
+                .as_deref()
+                .unwrap_or(&config.store.dir)
+                .display()
+        ),
+    }
+}

@@ -1,0 +1,94 @@
+//! In-memory backend: for tests and quick starts; everything is lost on restart.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::{Backend, Namespace, Precondition, StoreError, Version};
+
+/// A map behind a mutex; versions are a global write counter.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<(Namespace, String), (Bytes, u64)>,
+    writes: u64,
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // No code path panics while holding the lock with the map half-updated.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        Ok(self
+            .state()
+            .entries
+            .get(&(ns, key.to_owned()))
+            .map(|(b, v)| (b.clone(), Version(v.to_string()))))
+    }
+
+    async fn put(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: Bytes,
+        pre: Precondition,
+    ) -> Result<Version, StoreError> {
+        let mut state = self.state();
+        let id = (ns, key.to_owned());
+        let current = state.entries.get(&id).map(|(_, v)| v.to_string());
+        let holds = match pre {
+            Precondition::Any => true,
+            Precondition::Absent => current.is_none(),
+            Precondition::Matches(v) => current.as_deref() == Some(v.0.as_str()),
+        };
+        if !holds {
+            return Err(StoreError::Conflict);
+        }
+        state.writes += 1;
+        let version = state.writes;
+        state.entries.insert(id, (value, version));
+        Ok(Version(version.to_string()))
+    }
+
+    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+        Ok(self.state().entries.remove(&(ns, key.to_owned())).is_some())
+    }
+
+    async fn list(
+        &self,
+        ns: Namespace,
+    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
+        let keys: Vec<Result<String, StoreError>> = self
+            .state()
+            .entries
+            .keys()
+            .filter(|(n, _)| *n == ns)
+            .map(|(_, k)| Ok(k.clone()))
+            .collect();
+        Ok(Box::pin(futures::stream::iter(keys)))
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
