@@ -1,0 +1,143 @@
+//! HTTPS with a configured certificate, metrics on their own listener, and the process reacting
+//! to SIGHUP (config reload) and SIGTERM (graceful stop).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nas_server::config::{Config, StoreKind};
+use nas_server::server::Server;
+
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert_pem = cert.cert.pem();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, &cert_pem).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    (c, k, cert_pem.into_bytes())
+}
+
+#[tokio::test]
+async fn https_and_a_separate_metrics_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key, pem) = self_signed(tmp.path());
+    let mut config = Config::default();
+    config.http.host = "127.0.0.1".into();
+    config.http.port = 0;
+    config.http.tls_cert = Some(cert);
+    config.http.tls_key = Some(key);
+    config.store.kind = StoreKind::Memory;
+    config.metrics.listen = Some("127.0.0.1:0".into());
+    let server = Server::start(&config).await.unwrap();
+    assert!(server.url().starts_with("https://"));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!(
+            "https://localhost:{}/jwt/v1/accounts/",
+            server.http_addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Plain HTTP on the TLS port does not get an answer.
+    assert!(reqwest::get(format!(
+        "http://127.0.0.1:{}/jwt/v1/accounts/",
+        server.http_addr.port()
+    ))
+    .await
+    .map_or(true, |r| r.status() != 200));
+    // Metrics moved to their own listener: 404 on the API port, served on the metrics port.
+    let res = client
+        .get(format!(
+            "https://localhost:{}/metrics",
+            server.http_addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let metrics_addr = server.metrics_addr.unwrap();
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("nas_http_requests_total"), "{text}");
+    server.stop().await;
+
+    // A key that does not match its certificate is a clear startup error.
+    let mut bad = config.clone();
+    bad.http.tls_key = Some(tmp.path().join("missing.pem"));
+    let err = Server::start(&bad)
+        .await
+        .err()
+        .expect("missing key refused");
+    assert!(err.to_string().contains("TLS is not configured"), "{err}");
+}
+
+#[test]
+fn sighup_reloads_the_config_and_sigterm_stops_gracefully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = nas_testkit::free_port();
+    let conf = tmp.path().join("nas.conf");
+    let write_conf = |cache: u32| {
+        std::fs::write(
+            &conf,
+            format!("http {{ host: \"127.0.0.1\", port: {port} }}\nstore {{ dir: \"{}\" }}\ncache {{ maxentries: {cache} }}\n", tmp.path().join("jwt").display()),
+        )
+        .unwrap()
+    };
+    write_conf(10);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-account-server"))
+        .args(["-c", conf.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        false
+    };
+    assert!(wait_for("resolver: URL("), "server did not start");
+    write_conf(20);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(wait_for("reloading configuration"), "no reload on SIGHUP");
+    assert!(
+        wait_for("resolver: URL("),
+        "server did not come back after SIGHUP"
+    );
+    let probe = nas_testkit::http_request(port, "GET", "/jwt/v1/accounts/", &[], b"").unwrap();
+    assert_eq!(probe.status, 200);
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful stop exits 0");
+}
