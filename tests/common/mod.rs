@@ -54,3 +54,22 @@ pub fn user_creds(account: &SigningKey, name: &str) -> String {
     let jwt = encode(&mut claims, account, now()).unwrap();
     format_creds(&jwt, user.seed())
 }
+
+/// A user of the system account signed by its identity key: what the account server connects
+/// as (nats-server's temporary system account accepts only identity-signed users at boot).
+pub fn system_user_creds(operator: &Operator) -> String {
+    user_creds(&operator.system, "nats-account-server")
+}
+
+/// An account JWT for an existing key, issued by the operator signing key at `iat`.
+pub fn reissue(
+    operator: &Operator,
+    account: &SigningKey,
+    name: &str,
+    iat: i64,
+    edit: impl FnOnce(&mut AccountClaims),
+) -> String {
+    let mut claims = AccountClaims::new_account(account.public_key().as_str(), name);
+    edit(&mut claims);
+    encode(&mut claims, &operator.signing_key, iat).unwrap()
+}

@@ -93,6 +93,36 @@ impl Accepted {
     }
 }
 
+/// Where a write came from: decides the metric label and whether nats-servers must be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePath {
+    /// HTTP POST (`nsc push` over HTTP).
+    Http,
+    /// An update received over NATS: every nats-server got the same message, so it is never
+    /// re-published (the Go server's defect D4).
+    NatsUpdate,
+    /// A line of a PACK reply merged from a nats-server or another account server.
+    PackMerge,
+    /// Imported from a primary account server.
+    Primary,
+}
+
+impl WritePath {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            WritePath::Http => "http",
+            WritePath::NatsUpdate => "nats_update",
+            WritePath::PackMerge => "pack_merge",
+            WritePath::Primary => "primary",
+        }
+    }
+
+    fn notifies(self) -> bool {
+        !matches!(self, WritePath::NatsUpdate)
+    }
+}
+
 /// Everything the accept rule needs.
 #[derive(Clone)]
 pub struct Accepter {
@@ -193,15 +223,15 @@ impl Accepter {
         }
     }
 
-    /// Verifies and stores an account JWT; `path` labels the write path in metrics and logs.
+    /// Verifies and stores an account JWT arriving on `path`.
     pub async fn accept(
         &self,
-        path: &'static str,
+        path: WritePath,
         key: Option<&str>,
         body: &[u8],
         now: i64,
     ) -> Result<(Accepted, Arc<Served>), AcceptError> {
-        let result = self.accept_inner(key, body, now).await;
+        let result = self.accept_inner(path, key, body, now).await;
         let label = match &result {
             Ok((outcome, _)) => outcome.label(),
             Err(AcceptError::Stale { .. }) => "stale",
@@ -209,12 +239,16 @@ impl Accepter {
             Err(AcceptError::ReadOnly(_)) => "read_only",
             Err(_) => "rejected",
         };
-        self.metrics.writes.with_label_values(&[path, label]).inc();
+        self.metrics
+            .writes
+            .with_label_values(&[path.label(), label])
+            .inc();
         result
     }
 
     async fn accept_inner(
         &self,
+        path: WritePath,
         key: Option<&str>,
         body: &[u8],
         now: i64,
@@ -253,9 +287,11 @@ impl Accepter {
         let served = Arc::new(Served::new(&verified, token));
         if accepted != Accepted::Unchanged {
             self.cache.insert(served.clone()).await;
-            self.notifier
-                .account_changed(&served.key, &served.token)
-                .await;
+            if path.notifies() {
+                self.notifier
+                    .account_changed(&served.key, &served.token)
+                    .await;
+            }
             tracing::info!(
                 "updated JWT for account - {} - {}",
                 &served.key[..12.min(served.key.len())],

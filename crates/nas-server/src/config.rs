@@ -99,6 +99,14 @@ pub struct NatsConfig {
     pub tls_key: Option<PathBuf>,
     /// Creds of a system-account user.
     pub user_credentials: Option<PathBuf>,
+    /// Honour `$SYS.REQ.CLAIMS.DELETE` (new; off by default, as nats-server's `allow_delete`).
+    pub allow_delete: bool,
+    /// Answer LOOKUP misses with an empty message (new; turn off for nats-server 2.9.10–2.9.16).
+    pub lookup_miss_reply: bool,
+    /// How often to request PACKs from full resolvers and merge them (new; 0 = never).
+    pub pack_interval: Option<Duration>,
+    /// `server.name` in resolver replies (new).
+    pub name: String,
 }
 
 /// `logging { … }`.
@@ -209,6 +217,10 @@ impl Default for Config {
                 tls_cert: None,
                 tls_key: None,
                 user_credentials: None,
+                allow_delete: false,
+                lookup_miss_reply: true,
+                pack_interval: Some(Duration::from_secs(60)),
+                name: "nats-account-server".into(),
             },
             store: StoreConfig {
                 kind: StoreKind::Dir,
@@ -505,6 +517,15 @@ impl Config {
             set(&mut n.reconnect_wait, Reader::millis(m, "reconnectwait")?);
             set(&mut n.max_reconnects, Reader::int(m, "maxreconnects")?);
             n.user_credentials = Reader::path(m, "usercredentials")?;
+            set(&mut n.allow_delete, Reader::boolean(m, "allowdelete")?);
+            set(
+                &mut n.lookup_miss_reply,
+                Reader::boolean(m, "lookupmissreply")?,
+            );
+            if let Some(d) = Reader::millis(m, "packinterval")? {
+                n.pack_interval = (!d.is_zero()).then_some(d);
+            }
+            set(&mut n.name, Reader::string(m, "name")?);
             if let Some(tls) = Reader::block(m, "tls")? {
                 r.check_known(tls, "nats.tls", &["root", "cert", "key"]);
                 n.tls_root = Reader::path(tls, "root")?;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use nas_jwt::{is_valid_public_key, KeyRole};
 use nas_store::{Store, StoreError};
 
-use crate::accept::{AcceptError, Accepter};
+use crate::accept::{AcceptError, Accepter, WritePath};
 use crate::cache::{Lookup, Served, VerifiedCache};
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyOutcome};
@@ -266,7 +266,7 @@ async fn post_account(
 ) -> HttpResponse {
     match state
         .accepter
-        .accept("http", Some(key.as_str()), &body, now())
+        .accept(WritePath::Http, Some(key.as_str()), &body, now())
         .await
     {
         Ok(_) => HttpResponse::Ok().finish(),

@@ -12,6 +12,7 @@ mod help;
 pub mod http;
 pub mod instrumented;
 pub mod metrics;
+pub mod nats;
 pub mod notify;
 pub mod server;
 pub mod view;

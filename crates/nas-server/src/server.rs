@@ -28,6 +28,9 @@ pub enum StartError {
     /// TLS material is unusable.
     #[error("TLS is not configured: {0}")]
     Tls(String),
+    /// NATS options are unusable (a connection failure is not an error: it is retried).
+    #[error("NATS: {0}")]
+    Nats(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Listen {
@@ -52,6 +55,8 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
     /// Whether the API is served over TLS.
     pub tls: bool,
+    /// The NATS connection, when configured.
+    pub nats: Option<async_nats::Client>,
 }
 
 fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
@@ -118,22 +123,28 @@ fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartErro
 }
 
 impl Server {
-    /// Opens the store, loads the operator and system account, and starts the listeners.
-    /// Must run inside a tokio runtime.
+    /// Opens the store, loads the operator and system account, connects to NATS (in the
+    /// background) and starts the listeners. Must run inside a tokio runtime.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
-        Server::start_with(config, Arc::new(NoNats)).await
-    }
-
-    /// Like [`start`](Self::start) with a given notifier (the NATS bridge).
-    pub async fn start_with(
-        config: &Config,
-        notifier: Arc<dyn Notifier>,
-    ) -> Result<Server, StartError> {
         tracing::info!(
             "starting NATS Account server, version {}",
             env!("CARGO_PKG_VERSION")
         );
         let metrics = Arc::new(Metrics::new());
+        let (nats, notifier): (Option<async_nats::Client>, Arc<dyn Notifier>) = if config
+            .nats
+            .servers
+            .is_empty()
+        {
+            tracing::info!("NATS is not configured, server will not fire notifications on update");
+            (None, Arc::new(NoNats))
+        } else {
+            let (client, events) = crate::nats::connect(&config.nats, metrics.clone())
+                .await
+                .map_err(|e| StartError::Nats(e.to_string()))?;
+            let notifier = crate::nats::NatsNotifier::new(client.clone(), metrics.clone(), events);
+            (Some(client), notifier)
+        };
         let backend = open_backend(config)?;
         tracing::info!(
             "creating a {} store ({})",
@@ -216,6 +227,23 @@ impl Server {
             metrics.clone(),
             read_only_hint(config),
         );
+        if let Some(client) = &nats {
+            crate::nats::Responder::spawn(
+                client.clone(),
+                accepter.clone(),
+                cache.clone(),
+                store.clone(),
+                metrics.clone(),
+                crate::nats::ResponderOptions {
+                    lookup_miss_reply: config.nats.lookup_miss_reply,
+                    allow_delete: config.nats.allow_delete,
+                    pack_interval: config.nats.pack_interval,
+                    server_name: config.nats.name.clone(),
+                },
+            )
+            .await
+            .map_err(|e| StartError::Nats(e.to_string()))?;
+        }
         let state = web::Data::new(AppState {
             cache,
             accepter,
@@ -316,6 +344,7 @@ impl Server {
             store,
             metrics,
             tls: is_tls,
+            nats,
         })
     }
 

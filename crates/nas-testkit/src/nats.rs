@@ -26,10 +26,19 @@ pub struct NatsServerBuilder {
     bin: NatsBinary,
     config: String,
     monitoring: bool,
+    port: Option<u16>,
     dir: TempDir,
 }
 
 impl NatsServerBuilder {
+    /// Listens on this port instead of a free one (for peers that must know the URL before the
+    /// server starts, such as an account server started first). Take it from
+    /// [`free_port`](crate::free_port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// The server's temporary directory (deleted when the server is dropped).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -108,7 +117,14 @@ impl NatsServerBuilder {
             dir_path.join(LOG_FILE),
             START_TIMEOUT,
         );
-        let port = proc.start_on_free_port(&args_for, &nats_ready);
+        let port = match self.port {
+            Some(port) => {
+                proc.set_args(args_for(port));
+                proc.restart_same_port(port, &nats_ready);
+                port
+            }
+            None => proc.start_on_free_port(&args_for, &nats_ready),
+        };
         NatsServer {
             proc,
             port,
@@ -156,6 +172,7 @@ impl NatsServer {
             bin: bin.clone(),
             config: String::new(),
             monitoring: false,
+            port: None,
             dir,
         }
     }

@@ -189,6 +189,11 @@ impl Supervised {
 
     /// Starts the process on a fresh free port, retrying with another port
     /// when the chosen one turned out to be taken. Returns the port.
+    /// Sets the arguments for the next start.
+    pub(crate) fn set_args(&mut self, args: Vec<OsString>) {
+        self.args = args;
+    }
+
     pub(crate) fn start_on_free_port(
         &mut self,
         args_for: &dyn Fn(u16) -> Vec<OsString>,

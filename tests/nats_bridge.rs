@@ -1,0 +1,534 @@
+//! The NATS bridge against real nats-servers (2.9.10 and 2.15.1): notifications applied by a URL
+//! resolver, our LOOKUP responder feeding a `cache` resolver, PACK sync with a `full` resolver in
+//! both directions, `nsc push`-style updates over NATS, prune via LIST + DELETE, refusals, and a
+//! NATS outage that loses no notification and fails no HTTP request.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use nas_jwt::{encode, GenericClaims, KeyRole, SigningKey};
+use nas_server::config::{Config, StoreKind};
+use nas_server::server::Server;
+use nas_testkit::{free_port, require_nats_servers, NatsBinary, NatsServer};
+use serde_json::Value;
+
+mod common;
+use common::{now, reissue, system_user_creds, user_creds, Operator};
+
+async fn start_ours(
+    dir: &Path,
+    operator: &Operator,
+    nats_port: u16,
+    tweak: impl FnOnce(&mut Config),
+) -> Server {
+    std::fs::write(dir.join("operator.jwt"), &operator.jwt).unwrap();
+    std::fs::write(dir.join("sys.creds"), system_user_creds(operator)).unwrap();
+    let mut config = Config::default();
+    config.http.host = "127.0.0.1".into();
+    config.http.port = 0;
+    config.store.kind = StoreKind::Dir;
+    config.store.dir = dir.join("jwt");
+    config.operator_jwt_path = Some(dir.join("operator.jwt"));
+    config.nats.servers = vec![format!("nats://127.0.0.1:{nats_port}")];
+    config.nats.user_credentials = Some(dir.join("sys.creds"));
+    config.nats.reconnect_wait = Duration::from_millis(300);
+    config.nats.pack_interval = None;
+    tweak(&mut config);
+    Server::start(&config).await.unwrap()
+}
+
+async fn post(server: &Server, key: &str, jwt: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("{}/jwt/v1/accounts/{key}", server.url()))
+        .header("Content-Type", "application/jwt")
+        .body(jwt.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn get_status(server: &Server, key: &str) -> reqwest::StatusCode {
+    reqwest::get(format!("{}/jwt/v1/accounts/{key}", server.url()))
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Polls `check` until it holds or the deadline passes (an effect, not a timing assertion).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+async fn connect(
+    nats: &NatsServer,
+    creds: &Path,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::with_credentials_file(creds)
+        .await
+        .unwrap()
+        .connection_timeout(Duration::from_secs(3))
+        .connect(nats.url())
+        .await
+}
+
+/// Sends a request and collects every reply for `window` (how `nsc` talks to servers).
+async fn collect(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: Vec<u8>,
+    window: Duration,
+) -> Vec<Value> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply(subject.to_owned(), inbox, payload.into())
+        .await
+        .unwrap();
+    let mut replies = Vec::new();
+    let deadline = Instant::now() + window;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline.into(), sub.next()).await {
+        if let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) {
+            replies.push(v);
+        }
+    }
+    replies
+}
+
+fn ours(replies: &[Value]) -> Value {
+    replies
+        .iter()
+        .find(|r| r["server"]["name"] == "nats-account-server")
+        .cloned()
+        .unwrap_or_else(|| panic!("no reply from the account server among {replies:?}"))
+}
+
+/// What nsc checks in every reply (§3.6 of the protocol spec).
+fn assert_nsc_parses(reply: &Value) {
+    let server = &reply["server"];
+    assert!(
+        server["name"].as_str().is_some_and(|n| !n.is_empty()),
+        "{reply}"
+    );
+    assert!(server["seq"].as_u64().is_some(), "{reply}");
+    assert!(server["jetstream"].is_boolean(), "{reply}");
+    assert!(
+        server["time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.contains('T')),
+        "{reply}"
+    );
+    assert!(
+        reply.get("data").is_some() || reply["error"]["code"].as_i64().is_some(),
+        "{reply}"
+    );
+}
+
+async fn wait_connected(server: &Server) {
+    eventually("account server connected to NATS", || async {
+        server.metrics.nats_connected.get() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn url_resolver_applies_our_notifications_and_outages_lose_nothing() {
+    for bin in require_nats_servers() {
+        let v = bin.reported_version.clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let op = Operator::new("notify");
+        let (app, app_jwt) = op.account("APP");
+        let alice = SigningKey::generate(KeyRole::User);
+        let alice_creds = {
+            let mut claims = nas_jwt::UserClaims::new_user(alice.public_key().as_str(), "alice");
+            let jwt = encode(&mut claims, &app, now() - 10).unwrap();
+            nas_jwt::creds::format_creds(&jwt, alice.seed())
+        };
+        std::fs::write(tmp.path().join("alice.creds"), alice_creds).unwrap();
+        let nats_port = free_port();
+        let server = start_ours(tmp.path(), &op, nats_port, |_| {}).await;
+        assert_eq!(
+            post(&server, op.system.public_key().as_str(), &op.system_jwt).await,
+            200
+        );
+        assert_eq!(
+            post(&server, app.public_key().as_str(), &app_jwt).await,
+            200
+        );
+        let mut nats = NatsServer::builder(&bin)
+            .port(nats_port)
+            .config(format!(
+                "operator: {}\nsystem_account: {}\nresolver: URL({}/jwt/v1/accounts/)\n",
+                op.jwt,
+                op.system.public_key(),
+                server.url()
+            ))
+            .start();
+        wait_connected(&server).await;
+        let nc = connect(&nats, &tmp.path().join("alice.creds"))
+            .await
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        nc.flush().await.unwrap();
+
+        // Revoke alice through our HTTP API: the running nats-server applies the notification
+        // (a URL resolver never refetches a loaded account by itself).
+        let revoked = reissue(&op, &app, "APP", now() + 1, |c| {
+            c.nats
+                .revocations
+                .insert(alice.public_key().as_str().to_owned(), now() + 1);
+        });
+        assert_eq!(
+            post(&server, app.public_key().as_str(), &revoked).await,
+            200
+        );
+        eventually(&format!("{v}: revoked user refused"), || async {
+            matches!(connect(&nats, &tmp.path().join("alice.creds")).await, Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation)
+        })
+        .await;
+
+        // Outage: nats-server down, HTTP keeps answering and accepting; the change made during
+        // the outage is published after the reconnect.
+        nats.stop();
+        eventually("disconnect noticed", || async {
+            server.metrics.nats_connected.get() == 0
+        })
+        .await;
+        let (bob_acc, bob_jwt) = op.account("BOB");
+        assert_eq!(
+            post(&server, bob_acc.public_key().as_str(), &bob_jwt).await,
+            200,
+            "{v}: HTTP must not depend on NATS"
+        );
+        assert_eq!(get_status(&server, app.public_key().as_str()).await, 200);
+        let during = reissue(&op, &bob_acc, "BOB-2", now() + 2, |_| {});
+        assert_eq!(
+            post(&server, bob_acc.public_key().as_str(), &during).await,
+            200
+        );
+        std::fs::write(tmp.path().join("watch.creds"), system_user_creds(&op)).unwrap();
+        // Hold our reconnect back until a watcher listens on the restarted server.
+        nats.restart();
+        let watcher = connect(&nats, &tmp.path().join("watch.creds"))
+            .await
+            .unwrap();
+        let mut updates = watcher
+            .subscribe(format!(
+                "$SYS.ACCOUNT.{}.CLAIMS.UPDATE",
+                bob_acc.public_key()
+            ))
+            .await
+            .unwrap();
+        watcher.flush().await.unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(15), updates.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{v}: the change made during the outage was never published")
+            })
+            .unwrap();
+        assert_eq!(
+            msg.payload,
+            during.as_bytes(),
+            "{v}: the latest JWT is published"
+        );
+        assert_eq!(server.metrics.nats_connected.get(), 1);
+        server.stop().await;
+    }
+}
+
+fn cache_or_full_config(op: &Operator, kind: &str, extra: &str) -> String {
+    format!(
+        "operator: {}\nsystem_account: {}\nresolver: {{ type: {kind}, dir: '{{{{dir}}}}/jwt', timeout: \"1900ms\" {extra} }}\nresolver_preload: {{ {}: {} }}\n",
+        op.jwt,
+        op.system.public_key(),
+        op.system.public_key(),
+        op.system_jwt
+    )
+}
+
+fn is_2_9(bin: &NatsBinary) -> bool {
+    bin.reported_version.contains("2.9.")
+}
+
+#[tokio::test]
+async fn cache_resolver_gets_accounts_from_our_lookup_responder() {
+    for bin in require_nats_servers() {
+        let v = bin.reported_version.clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let op = Operator::new("lookup");
+        let (app, app_jwt) = op.account("APP");
+        let (unknown, _) = op.account("UNKNOWN");
+        let nats_port = free_port();
+        // 2.9.10 stores an empty LOOKUP reply as a 0-byte JWT: stay silent on misses there.
+        let silent = is_2_9(&bin);
+        let server = start_ours(tmp.path(), &op, nats_port, |c| {
+            c.nats.lookup_miss_reply = !silent
+        })
+        .await;
+        assert_eq!(
+            post(&server, app.public_key().as_str(), &app_jwt).await,
+            200
+        );
+        let nats = NatsServer::builder(&bin)
+            .port(nats_port)
+            .file("app.creds", user_creds(&app, "alice"))
+            .file("unknown.creds", user_creds(&unknown, "bob"))
+            .config(cache_or_full_config(&op, "cache", ""))
+            .start();
+        wait_connected(&server).await;
+        connect(&nats, &nats.dir().join("app.creds"))
+            .await
+            .unwrap_or_else(|e| panic!("{v}: {e}\n{}", nats.log()));
+        let err = connect(&nats, &nats.dir().join("unknown.creds"))
+            .await
+            .expect_err("unknown account refused");
+        assert_eq!(
+            err.kind(),
+            async_nats::ConnectErrorKind::AuthorizationViolation,
+            "{v}"
+        );
+        let metrics = server.metrics.render();
+        assert!(
+            metrics.contains("nas_resolver_requests_total{kind=\"lookup\",result=\"found\"}"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("nas_resolver_requests_total{kind=\"lookup\",result=\"missing\"}"),
+            "{metrics}"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn updates_over_nats_list_and_delete_like_nsc() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("nsc-over-nats");
+    let foreign = Operator::new("foreign");
+    let (app, app_jwt) = op.account("APP");
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |c| c.nats.allow_delete = true).await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&server).await;
+    std::fs::write(tmp.path().join("nsc.creds"), system_user_creds(&op)).unwrap();
+    let nsc = connect(&nats, &tmp.path().join("nsc.creds")).await.unwrap();
+
+    // nsc push -u nats://…: a request on $SYS.REQ.CLAIMS.UPDATE, replies collected for a second.
+    let replies = collect(
+        &nsc,
+        "$SYS.REQ.CLAIMS.UPDATE",
+        app_jwt.clone().into_bytes(),
+        Duration::from_secs(1),
+    )
+    .await;
+    let reply = ours(&replies);
+    assert_nsc_parses(&reply);
+    assert_eq!(reply["data"]["message"], "jwt updated", "{reply}");
+    assert_eq!(reply["data"]["account"], app.public_key().as_str());
+    assert_eq!(get_status(&server, app.public_key().as_str()).await, 200);
+
+    // Untrusted, older and malformed JWTs are refused over NATS and change nothing.
+    let (intruder, intruder_jwt) = foreign.account("INTRUDER");
+    let reply = ours(
+        &collect(
+            &nsc,
+            "$SYS.REQ.CLAIMS.UPDATE",
+            intruder_jwt.into_bytes(),
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    assert_nsc_parses(&reply);
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("untrusted issuer"),
+        "{reply}"
+    );
+    assert_eq!(
+        get_status(&server, intruder.public_key().as_str()).await,
+        404
+    );
+    let older = reissue(&op, &app, "APP-old", now() - 3600, |_| {});
+    let subject = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", app.public_key());
+    let reply = ours(&collect(&nsc, &subject, older.into_bytes(), Duration::from_secs(1)).await);
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("older than the stored one"),
+        "{reply}"
+    );
+    let stored = reqwest::get(format!(
+        "{}/jwt/v1/accounts/{}",
+        server.url(),
+        app.public_key()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(stored, app_jwt);
+    let (other, other_jwt) = op.account("OTHER");
+    let reply = ours(
+        &collect(
+            &nsc,
+            &subject,
+            other_jwt.into_bytes(),
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    assert_eq!(
+        reply["error"]["description"],
+        "jwt update resulted in error - subject does not match jwt content"
+    );
+    assert_eq!(get_status(&server, other.public_key().as_str()).await, 404);
+    let reply = ours(
+        &collect(
+            &nsc,
+            "$SYS.REQ.CLAIMS.UPDATE",
+            Vec::new(),
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    assert_eq!(
+        reply["error"]["description"],
+        "jwt update error - request body is empty"
+    );
+
+    // nsc push --prune: LIST, then DELETE signed by an operator key.
+    let reply = ours(
+        &collect(
+            &nsc,
+            "$SYS.REQ.CLAIMS.LIST",
+            Vec::new(),
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    assert_nsc_parses(&reply);
+    let listed: Vec<&str> = reply["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![app.public_key().as_str()]);
+    let delete = |accounts: Vec<String>, signer: &SigningKey| {
+        let mut claims = GenericClaims::new(signer.public_key().as_str(), "");
+        claims.nats.insert("accounts".into(), accounts.into());
+        encode(&mut claims, signer, now()).unwrap().into_bytes()
+    };
+    let reply = ours(
+        &collect(
+            &nsc,
+            "$SYS.REQ.CLAIMS.DELETE",
+            delete(
+                vec![op.system.public_key().as_str().into()],
+                &op.signing_key,
+            ),
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("not allowed to delete system account"),
+        "{reply}"
+    );
+    let reply = ours(
+        &collect(
+            &nsc,
+            "$SYS.REQ.CLAIMS.DELETE",
+            delete(vec![app.public_key().as_str().into()], &foreign.signing_key),
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("not trusted"),
+        "{reply}"
+    );
+    assert_eq!(get_status(&server, app.public_key().as_str()).await, 200);
+    let reply = ours(
+        &collect(
+            &nsc,
+            "$SYS.REQ.CLAIMS.DELETE",
+            delete(vec![app.public_key().as_str().into()], &op.signing_key),
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    assert_nsc_parses(&reply);
+    assert_eq!(reply["data"]["message"], "deleted 1 accounts", "{reply}");
+    assert_eq!(get_status(&server, app.public_key().as_str()).await, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn full_resolver_and_our_store_converge_through_pack() {
+    for bin in require_nats_servers() {
+        let v = bin.reported_version.clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let op = Operator::new("pack");
+        let (ours_acc, ours_jwt) = op.account("OURS");
+        let (theirs_acc, theirs_jwt) = op.account("THEIRS");
+        let nats_port = free_port();
+        let server = start_ours(tmp.path(), &op, nats_port, |c| {
+            c.nats.pack_interval = Some(Duration::from_millis(700))
+        })
+        .await;
+        assert_eq!(
+            post(&server, ours_acc.public_key().as_str(), &ours_jwt).await,
+            200
+        );
+        // The full resolver already holds THEIRS on disk.
+        let nats = NatsServer::builder(&bin)
+            .port(nats_port)
+            .file(format!("jwt/{}.jwt", theirs_acc.public_key()), &theirs_jwt)
+            .config(cache_or_full_config(&op, "full", ", interval: \"1s\""))
+            .start();
+        wait_connected(&server).await;
+        let their_file = nats
+            .dir()
+            .join(format!("jwt/{}.jwt", ours_acc.public_key()));
+        eventually(
+            &format!("{v}: full resolver stored our account from our PACK reply"),
+            || {
+                let (f, want) = (their_file.clone(), ours_jwt.clone());
+                async move { std::fs::read(&f).is_ok_and(|b| b == want.as_bytes()) }
+            },
+        )
+        .await;
+        eventually(
+            &format!("{v}: we merged the full resolver's account"),
+            || async { get_status(&server, theirs_acc.public_key().as_str()).await == 200 },
+        )
+        .await;
+        server.stop().await;
+    }
+}
