@@ -509,6 +509,10 @@ impl Config {
                     "maxreconnects",
                     "tls",
                     "usercredentials",
+                    "allowdelete",
+                    "lookupmissreply",
+                    "packinterval",
+                    "name",
                 ],
             );
             let n = &mut c.nats;

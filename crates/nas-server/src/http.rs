@@ -40,6 +40,8 @@ pub struct AppState {
     pub max_pack: i64,
     /// Whether `/metrics` is served on this listener.
     pub metrics_on_main: bool,
+    /// The primary this instance replicates (POSTs refused, misses fetched from it).
+    pub primary: Option<crate::replica::Primary>,
 }
 
 /// Current Unix time in seconds.
@@ -132,13 +134,47 @@ async fn get_account(
     };
     let served = match served {
         Ok(Lookup::Found(served)) => served,
-        Ok(Lookup::Missing) => match &state.system_account {
-            Some(sys) if sys.key == key => sys.clone(),
+        Ok(Lookup::Missing) => match (&state.system_account, &state.primary) {
+            (Some(sys), _) if sys.key == key => sys.clone(),
+            (_, Some(primary)) => match fetch_from_primary(&state, primary, &key).await {
+                Ok(served) => served,
+                Err(response) => return response,
+            },
             _ => return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT),
         },
         Err(e) => return store_unavailable(&e),
     };
     respond_with_jwt(&state, &req, &query, &served, true).await
+}
+
+/// A replica's miss: ask the primary, store what it sends through the accept rule, serve it.
+async fn fetch_from_primary(
+    state: &AppState,
+    primary: &crate::replica::Primary,
+    key: &str,
+) -> Result<Arc<Served>, HttpResponse> {
+    use crate::replica::Fetched;
+    match primary.fetch(key).await {
+        Fetched::Jwt(body) => match state
+            .accepter
+            .accept(WritePath::Primary, Some(key), &body, now())
+            .await
+        {
+            Ok((_, served)) => Ok(served),
+            Err(e) => {
+                tracing::warn!("account {key} from the primary refused: {e}");
+                Err(plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT))
+            }
+        },
+        Fetched::NotFound => Err(plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT)),
+        Fetched::Failed(e) => Err(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the primary account server {} is unreachable, try again: {e}",
+                primary.base()
+            ),
+        )),
+    }
 }
 
 async fn respond_with_jwt(
@@ -264,6 +300,16 @@ async fn post_account(
     key: web::Path<String>,
     body: Bytes,
 ) -> HttpResponse {
+    if let Some(primary) = &state.primary {
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "GET, HEAD, OPTIONS"))
+            .content_type("text/plain")
+            .body(format!(
+                "this account server is a replica of {0}: POST the JWT to {0}/jwt/v1/accounts/{1}\n",
+                primary.base(),
+                key.as_str()
+            ));
+    }
     match state
         .accepter
         .accept(WritePath::Http, Some(key.as_str()), &body, now())

@@ -14,5 +14,6 @@ pub mod instrumented;
 pub mod metrics;
 pub mod nats;
 pub mod notify;
+pub mod replica;
 pub mod server;
 pub mod view;

@@ -227,6 +227,30 @@ impl Server {
             metrics.clone(),
             read_only_hint(config),
         );
+        let primary = config
+            .primary
+            .as_deref()
+            .map(|url| crate::replica::Primary::new(url, config.replication_timeout));
+        if let Some(primary) = &primary {
+            if config.max_replication_pack == 0 {
+                tracing::info!(
+                    "skipping initial JWT pack from primary, config has MaxReplicationPack of 0"
+                );
+            } else {
+                tracing::info!("grabbing initial JWT pack from primary {}", primary.base());
+                match primary
+                    .import_pack(config.max_replication_pack, &accepter)
+                    .await
+                {
+                    Ok((stored, refused)) => tracing::info!(
+                        "imported {stored} account(s) from the primary, refused {refused}"
+                    ),
+                    Err(e) => tracing::warn!(
+                        "unable to initialize from primary, {e}, will use what is on disk"
+                    ),
+                }
+            }
+        }
         if let Some(client) = &nats {
             crate::nats::Responder::spawn(
                 client.clone(),
@@ -254,6 +278,7 @@ impl Server {
             system_account,
             max_pack: config.max_replication_pack,
             metrics_on_main: config.metrics.on_main_listener && config.metrics.listen.is_none(),
+            primary,
         });
 
         let body_limit = config.http.body_limit;
