@@ -175,7 +175,20 @@ impl VerifiedCache {
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(event) => cache.invalidate(&event.key).await,
+                    Ok(event) => {
+                        // Only an entry that differs from the new value is dropped: our own
+                        // accepted writes insert the verified entry themselves (before or after
+                        // the event arrives), and an absent entry has nothing to invalidate.
+                        let current = cache.get(&event.key).await;
+                        let stale = match (&current, &event.new) {
+                            (None, _) => false,
+                            (Some(Lookup::Found(served)), Some(new)) => served.token != *new,
+                            _ => true,
+                        };
+                        if stale {
+                            cache.invalidate(&event.key).await;
+                        }
+                    }
                     // Missed events: drop everything rather than serve something stale.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         cache.invalidate_all()
