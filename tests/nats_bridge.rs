@@ -532,3 +532,53 @@ async fn full_resolver_and_our_store_converge_through_pack() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn read_only_store_announces_jwts_written_by_other_programs() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("read-only");
+    std::fs::create_dir_all(tmp.path().join("jwt")).unwrap();
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |c| c.store.read_only = true).await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&server).await;
+    std::fs::write(tmp.path().join("watch.creds"), system_user_creds(&op)).unwrap();
+    let watcher = connect(&nats, &tmp.path().join("watch.creds"))
+        .await
+        .unwrap();
+    let mut updates = watcher
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    // Another program (a deploy job, a full resolver) writes a JWT into the directory.
+    let (app, app_jwt) = op.account("APP");
+    std::fs::write(
+        tmp.path()
+            .join("jwt")
+            .join(format!("{}.jwt", app.public_key())),
+        &app_jwt,
+    )
+    .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(15), updates.next())
+        .await
+        .expect("the new file was announced")
+        .unwrap();
+    assert_eq!(
+        msg.subject.as_str(),
+        format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", app.public_key())
+    );
+    assert_eq!(msg.payload, app_jwt.as_bytes());
+    assert_eq!(get_status(&server, app.public_key().as_str()).await, 200);
+    // And POSTs are refused with a message saying where to write.
+    let (other, other_jwt) = op.account("OTHER");
+    assert_eq!(
+        post(&server, other.public_key().as_str(), &other_jwt).await,
+        405
+    );
+    server.stop().await;
+}

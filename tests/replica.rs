@@ -20,6 +20,8 @@ async fn start(dir: &Path, operator: &Operator, primary: Option<String>) -> Serv
     config.store.dir = dir.join("jwt");
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
     config.primary = primary;
+    // Re-ask the primary on every request after the first, so the test sees updates at once.
+    config.replica_validity = std::time::Duration::from_millis(1);
     Server::start(&config).await.unwrap()
 }
 
@@ -81,6 +83,24 @@ async fn replica_imports_fetches_and_refuses_writes() {
         .join("replica/jwt")
         .join(format!("{}.jwt", b.public_key()))
         .exists());
+
+    // A newer JWT on the primary reaches the replica once its entry's validity has passed.
+    let newer = common::reissue(&op, &a, "A-renamed", common::now() + 5, |_| {});
+    assert_eq!(
+        post(&primary.url(), a.public_key().as_str(), &newer)
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let res = reqwest::get(format!(
+        "{}/jwt/v1/accounts/{}",
+        replica.url(),
+        a.public_key()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.text().await.unwrap(), newer);
 
     // Unknown to the primary: 404 (not 500 as the Go v0.8 replica answered).
     let (c, c_jwt) = op.account("C");

@@ -285,19 +285,26 @@ impl Accepter {
             }
         };
         let served = Arc::new(Served::new(&verified, token));
-        if accepted != Accepted::Unchanged {
-            self.cache.insert(served.clone()).await;
-            if path.notifies() {
-                self.notifier
-                    .account_changed(&served.key, &served.token)
-                    .await;
+        if accepted == Accepted::Unchanged {
+            // What is stored wins (same jti, possibly other bytes): reload it, which also
+            // restarts a replica's validity period for the entry.
+            self.cache.invalidate(&claims.sub).await;
+            if let Ok(crate::cache::Lookup::Found(stored)) = self.cache.get(&claims.sub).await {
+                return Ok((accepted, stored));
             }
-            tracing::info!(
-                "updated JWT for account - {} - {}",
-                &served.key[..12.min(served.key.len())],
-                served.jti
-            );
+            return Ok((accepted, served));
         }
+        self.cache.insert(served.clone()).await;
+        if path.notifies() {
+            self.notifier
+                .account_changed(&served.key, &served.token)
+                .await;
+        }
+        tracing::info!(
+            "updated JWT for account - {} - {}",
+            &served.key[..12.min(served.key.len())],
+            served.jti
+        );
         Ok((accepted, served))
     }
 }

@@ -33,6 +33,8 @@ pub struct Served {
     pub iat: i64,
     /// `name` claim.
     pub name: String,
+    /// When this entry was verified (a replica re-asks its primary after a while).
+    pub loaded_at: Instant,
 }
 
 impl Served {
@@ -47,6 +49,7 @@ impl Served {
             exp: claims.exp,
             iat: claims.iat,
             name: claims.name.clone(),
+            loaded_at: Instant::now(),
         }
     }
 

@@ -163,6 +163,8 @@ pub struct Config {
     pub replication_timeout: Duration,
     /// `max` of pack imports and upper bound of `/jwt/v1/pack` (negative = none).
     pub max_replication_pack: i64,
+    /// How long a replica serves an account before asking the primary again (new).
+    pub replica_validity: Duration,
     /// Logging.
     pub logging: LoggingConfig,
     /// HTTP listener.
@@ -189,6 +191,7 @@ impl Default for Config {
             primary: None,
             replication_timeout: Duration::from_millis(5000),
             max_replication_pack: 10_000,
+            replica_validity: Duration::from_secs(3600),
             logging: LoggingConfig {
                 time: true,
                 debug: false,
@@ -417,6 +420,7 @@ impl Config {
                 "primary",
                 "replicationtimeout",
                 "maxreplicationpack",
+                "replicavalidity",
                 "logging",
                 "http",
                 "nats",
@@ -437,6 +441,10 @@ impl Config {
         set(
             &mut c.replication_timeout,
             Reader::millis(root, "replicationtimeout")?,
+        );
+        set(
+            &mut c.replica_validity,
+            Reader::millis(root, "replicavalidity")?,
         );
         set(
             &mut c.max_replication_pack,

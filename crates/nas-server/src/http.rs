@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics_on_main: bool,
     /// The primary this instance replicates (POSTs refused, misses fetched from it).
     pub primary: Option<crate::replica::Primary>,
+    /// How long a replica serves an entry before asking the primary again.
+    pub replica_validity: std::time::Duration,
 }
 
 /// Current Unix time in seconds.
@@ -144,6 +146,16 @@ async fn get_account(
         },
         Err(e) => return store_unavailable(&e),
     };
+    let served = match &state.primary {
+        Some(primary) if served.loaded_at.elapsed() > state.replica_validity => {
+            refresh_from_primary(&state, primary, served).await
+        }
+        _ => Ok(served),
+    };
+    let served = match served {
+        Ok(served) => served,
+        Err(response) => return response,
+    };
     respond_with_jwt(&state, &req, &query, &served, true).await
 }
 
@@ -174,6 +186,20 @@ async fn fetch_from_primary(
                 primary.base()
             ),
         )),
+    }
+}
+
+/// A replica's entry older than its validity: ask the primary again; keep serving what we have
+/// when the primary cannot be reached (the v0.8 replica's behaviour), follow it when it says 404.
+async fn refresh_from_primary(
+    state: &AppState,
+    primary: &crate::replica::Primary,
+    current: Arc<Served>,
+) -> Result<Arc<Served>, HttpResponse> {
+    match fetch_from_primary(state, primary, &current.key).await {
+        Ok(fresh) => Ok(fresh),
+        Err(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => Ok(current),
+        Err(response) => Err(response),
     }
 }
 
@@ -480,6 +506,7 @@ async fn get_activation(
         exp: claims.exp,
         iat: claims.iat,
         name: claims.name.clone(),
+        loaded_at: std::time::Instant::now(),
     };
     respond_with_jwt(&state, &req, &Query::parse(&req), &served, false).await
 }

@@ -251,6 +251,9 @@ impl Server {
                 }
             }
         }
+        if nats.is_some() {
+            spawn_external_announcer(&store, &cache, notifier.clone());
+        }
         if let Some(client) = &nats {
             crate::nats::Responder::spawn(
                 client.clone(),
@@ -279,6 +282,7 @@ impl Server {
             max_pack: config.max_replication_pack,
             metrics_on_main: config.metrics.on_main_listener && config.metrics.listen.is_none(),
             primary,
+            replica_validity: config.replica_validity,
         });
 
         let body_limit = config.http.body_limit;
@@ -413,4 +417,25 @@ fn describe_store(config: &Config) -> String {
                 .display()
         ),
     }
+}
+
+/// Changes made to the store by other programs (a watched read-only directory, nsc) are
+/// announced to nats-servers once they verify — the legacy read-only mode's notifications.
+fn spawn_external_announcer(store: &Store, cache: &VerifiedCache, notifier: Arc<dyn Notifier>) {
+    let mut events = store.subscribe();
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) if event.external && event.new.is_some() => {
+                    cache.invalidate(&event.key).await;
+                    if let Ok(crate::cache::Lookup::Found(served)) = cache.get(&event.key).await {
+                        notifier.account_changed(&served.key, &served.token).await;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }

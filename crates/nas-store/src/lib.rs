@@ -204,6 +204,9 @@ pub struct ChangeEvent {
     pub old: Option<Bytes>,
     /// Bytes after (`None` = deleted).
     pub new: Option<Bytes>,
+    /// Made by someone else (a watched directory, nsc, another instance), not through this
+    /// store: such changes have not been verified or announced yet.
+    pub external: bool,
 }
 
 /// The PACK hash: XOR of SHA-256 of every stored account JWT, kept per key so each change
@@ -382,6 +385,7 @@ impl Store {
             key: key.to_owned(),
             old: None,
             new,
+            external: true,
         });
     }
 
@@ -440,6 +444,7 @@ impl Store {
                         key: key.to_owned(),
                         old: previous.clone(),
                         new: Some(token),
+                        external: false,
                     });
                     return Ok(match previous {
                         None => PutOutcome::Created,
@@ -471,6 +476,7 @@ impl Store {
                 key: key.to_owned(),
                 old,
                 new: None,
+                external: false,
             });
         }
         Ok(deleted)
