@@ -33,36 +33,30 @@ async fn memory_backend_conforms() {
     conformance::run_writable(|| Arc::new(MemoryBackend::new())).await;
 }
 
-#[tokio::test]
-async fn dir_backend_flat_conforms() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A fresh directory store per call, each in its own subdirectory of `root`.
+fn dir_factory(root: &Path, sharded: bool) -> impl Fn() -> Arc<dyn Backend> + '_ {
     let n = std::sync::atomic::AtomicUsize::new(0);
-    conformance::run_writable(|| {
+    move || {
         dir_backend(
-            &tmp.path().join(
+            &root.join(
                 n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
                     .to_string(),
             ),
-            false,
+            sharded,
         )
-    })
-    .await;
+    }
+}
+
+#[tokio::test]
+async fn dir_backend_flat_conforms() {
+    let tmp = tempfile::tempdir().unwrap();
+    conformance::run_writable(dir_factory(tmp.path(), false)).await;
 }
 
 #[tokio::test]
 async fn dir_backend_sharded_conforms() {
     let tmp = tempfile::tempdir().unwrap();
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    conformance::run_writable(|| {
-        dir_backend(
-            &tmp.path().join(
-                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                    .to_string(),
-            ),
-            true,
-        )
-    })
-    .await;
+    conformance::run_writable(dir_factory(tmp.path(), true)).await;
 }
 
 fn go_made_tokens() -> Vec<Bytes> {
