@@ -524,9 +524,16 @@ async fn full_resolver_and_our_store_converge_through_pack() {
             },
         )
         .await;
+        // Read the store, not GET: a GET miss would fetch it with a LOOKUP instead.
         eventually(
             &format!("{v}: we merged the full resolver's account"),
-            || async { get_status(&server, theirs_acc.public_key().as_str()).await == 200 },
+            || async {
+                server
+                    .store
+                    .get_account(theirs_acc.public_key().as_str())
+                    .await
+                    .is_ok_and(|jwt| jwt.is_some_and(|b| b == theirs_jwt.as_bytes()))
+            },
         )
         .await;
         server.stop().await;
@@ -581,4 +588,233 @@ async fn read_only_store_announces_jwts_written_by_other_programs() {
         405
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn one_notification_per_change_and_none_for_updates_received_over_nats() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("once");
+    let (a, a_jwt) = op.account("A");
+    let (b, b_jwt) = op.account("B");
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |_| {}).await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&server).await;
+    std::fs::write(tmp.path().join("watch.creds"), system_user_creds(&op)).unwrap();
+    let watcher = connect(&nats, &tmp.path().join("watch.creds"))
+        .await
+        .unwrap();
+    let mut updates = watcher
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+
+    // A change, then the same JWT again (unchanged: nothing to announce).
+    assert_eq!(post(&server, a.public_key().as_str(), &a_jwt).await, 200);
+    assert_eq!(post(&server, a.public_key().as_str(), &a_jwt).await, 200);
+    // A newer JWT arriving over NATS is applied, but every nats-server got that message too:
+    // it is not re-published (the Go server re-broadcast it, D4).
+    let a2 = reissue(&op, &a, "A-2", now() + 1, |_| {});
+    let reply = ours(
+        &collect(
+            &watcher,
+            "$SYS.REQ.CLAIMS.UPDATE",
+            a2.clone().into_bytes(),
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    assert_eq!(reply["data"]["message"], "jwt updated", "{reply}");
+    let stored = server
+        .store
+        .get_account(a.public_key().as_str())
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(a2.as_bytes()));
+    // A sentinel change: notifications go out in order, so anything extra about A arrives first.
+    assert_eq!(post(&server, b.public_key().as_str(), &b_jwt).await, 200);
+    let mut seen = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(15), updates.next())
+            .await
+            .expect("the sentinel notification arrives")
+            .unwrap();
+        let done = msg.subject.as_str().contains(b.public_key().as_str());
+        seen.push((msg.subject.to_string(), msg.payload.clone()));
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (
+                format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", a.public_key()),
+                bytes::Bytes::from(a_jwt.clone())
+            ),
+            (
+                format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", b.public_key()),
+                bytes::Bytes::from(b_jwt.clone())
+            ),
+        ],
+        "exactly one notification per accepted change, raw JWT payload"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_get_miss_is_answered_from_full_resolvers_over_nats() {
+    for bin in require_nats_servers() {
+        let v = bin.reported_version.clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let op = Operator::new("get-fallback");
+        let foreign = Operator::new("foreign");
+        let (theirs, theirs_jwt) = op.account("THEIRS");
+        let (planted, planted_jwt) = foreign.account("PLANTED");
+        let (unknown, _) = op.account("UNKNOWN");
+        let nats_port = free_port();
+        let server = start_ours(tmp.path(), &op, nats_port, |_| {}).await;
+        // The full resolver holds THEIRS and a JWT of another operator planted in its directory.
+        let _nats = NatsServer::builder(&bin)
+            .port(nats_port)
+            .file(format!("jwt/{}.jwt", theirs.public_key()), &theirs_jwt)
+            .file(format!("jwt/{}.jwt", planted.public_key()), &planted_jwt)
+            .config(cache_or_full_config(&op, "full", ""))
+            .start();
+        wait_connected(&server).await;
+
+        let res = reqwest::get(format!(
+            "{}/jwt/v1/accounts/{}",
+            server.url(),
+            theirs.public_key()
+        ))
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200, "{v}");
+        assert_eq!(res.text().await.unwrap(), theirs_jwt, "{v}");
+        let stored = server
+            .store
+            .get_account(theirs.public_key().as_str())
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(theirs_jwt.as_bytes()),
+            "{v}: verified and kept"
+        );
+
+        // Validated before it is served or stored (the Go server served LOOKUP replies as is, D9).
+        assert_eq!(
+            get_status(&server, planted.public_key().as_str()).await,
+            404,
+            "{v}"
+        );
+        assert!(server
+            .store
+            .get_account(planted.public_key().as_str())
+            .await
+            .unwrap()
+            .is_none());
+        // Nobody has it: 404 (an empty reply from 2.9.17+, silence until the timeout from 2.9.10).
+        assert_eq!(
+            get_status(&server, unknown.public_key().as_str()).await,
+            404,
+            "{v}"
+        );
+        let metrics = server.metrics.render();
+        assert!(
+            metrics
+                .contains("nas_resolver_requests_total{kind=\"lookup_sent\",result=\"found\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics
+                .contains("nas_resolver_requests_total{kind=\"lookup_sent\",result=\"refused\"} 1"),
+            "{metrics}"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn replica_follows_primary_notifications_and_is_no_nats_write_target() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("replica-nats");
+    let (a, a_jwt) = op.account("A");
+    let (b, b_jwt) = op.account("B");
+    let nats_port = free_port();
+    for d in ["primary", "replica"] {
+        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+    }
+    let primary = start_ours(&tmp.path().join("primary"), &op, nats_port, |c| {
+        c.nats.name = "primary".into()
+    })
+    .await;
+    let primary_url = primary.url();
+    let replica = start_ours(&tmp.path().join("replica"), &op, nats_port, |c| {
+        c.nats.name = "replica".into();
+        c.primary = Some(primary_url);
+        // Long enough that only a notification can bring a change within the test.
+        c.replica_validity = Duration::from_secs(3600);
+    })
+    .await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&primary).await;
+    wait_connected(&replica).await;
+
+    assert_eq!(post(&primary, a.public_key().as_str(), &a_jwt).await, 200);
+    let get = |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
+    let replica_a = format!("{}/jwt/v1/accounts/{}", replica.url(), a.public_key());
+    assert_eq!(
+        get(replica_a.clone()).await,
+        a_jwt,
+        "fetched from the primary"
+    );
+    let newer = reissue(&op, &a, "A-2", now() + 1, |_| {});
+    assert_eq!(post(&primary, a.public_key().as_str(), &newer).await, 200);
+    eventually("the replica applied the primary's notification", || {
+        let (url, want) = (replica_a.clone(), newer.clone());
+        async move { get(url).await == want }
+    })
+    .await;
+
+    // nsc push over NATS: the primary answers; the replica is no write target and stays quiet
+    // (an error reply would stop nsc from counting the other servers).
+    std::fs::write(tmp.path().join("nsc.creds"), system_user_creds(&op)).unwrap();
+    let nsc = connect(&nats, &tmp.path().join("nsc.creds")).await.unwrap();
+    let replies = collect(
+        &nsc,
+        "$SYS.REQ.CLAIMS.UPDATE",
+        b_jwt.clone().into_bytes(),
+        Duration::from_secs(1),
+    )
+    .await;
+    let names: Vec<&str> = replies
+        .iter()
+        .filter_map(|r| r["server"]["name"].as_str())
+        .collect();
+    assert!(names.contains(&"primary"), "{replies:?}");
+    assert!(!names.contains(&"replica"), "{replies:?}");
+    assert_eq!(get_status(&primary, b.public_key().as_str()).await, 200);
+    // The replica heard the same update and applied it quietly.
+    eventually("B reached the replica", || async {
+        replica
+            .store
+            .get_account(b.public_key().as_str())
+            .await
+            .is_ok_and(|j| j.is_some())
+    })
+    .await;
+    assert_eq!(post(&replica, b.public_key().as_str(), &b_jwt).await, 405);
+    replica.stop().await;
+    primary.stop().await;
 }

@@ -105,6 +105,9 @@ pub enum WritePath {
     PackMerge,
     /// Imported from a primary account server.
     Primary,
+    /// The answer to our own LOOKUP on an HTTP GET miss: a nats-server already holds it, and
+    /// those that lack it fetch it themselves, so it is not re-published.
+    NatsLookup,
 }
 
 impl WritePath {
@@ -115,11 +118,12 @@ impl WritePath {
             WritePath::NatsUpdate => "nats_update",
             WritePath::PackMerge => "pack_merge",
             WritePath::Primary => "primary",
+            WritePath::NatsLookup => "nats_lookup",
         }
     }
 
     fn notifies(self) -> bool {
-        !matches!(self, WritePath::NatsUpdate)
+        !matches!(self, WritePath::NatsUpdate | WritePath::NatsLookup)
     }
 }
 

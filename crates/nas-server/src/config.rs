@@ -38,6 +38,8 @@ pub enum StoreKind {
     Memory,
     /// An nsc operator folder, read-only.
     Nsc,
+    /// Redis, shared by several instances.
+    Redis,
 }
 
 /// `store { … }`.
@@ -57,6 +59,12 @@ pub struct StoreConfig {
     pub cleanup_interval: Duration,
     /// Delete expired JWTs from the store (off by default: nothing is deleted silently).
     pub delete_expired: bool,
+    /// URL of a shared backend (Redis: `redis://`, `rediss://`, `unix://`).
+    pub url: Option<String>,
+    /// Key prefix in a shared backend.
+    pub prefix: String,
+    /// Bound of every shared-backend operation (keep it under nats-server's 1.9 s).
+    pub timeout: Duration,
 }
 
 /// `http { … }`.
@@ -233,6 +241,9 @@ impl Default for Config {
                 nsc: None,
                 cleanup_interval: Duration::from_secs(60),
                 delete_expired: false,
+                url: None,
+                prefix: "nas:".into(),
+                timeout: Duration::from_millis(800),
             },
             cache: CacheConfig {
                 max_entries: 100_000,
@@ -557,6 +568,9 @@ impl Config {
                     "nsc",
                     "readonly",
                     "deleteexpired",
+                    "url",
+                    "prefix",
+                    "timeout",
                 ],
             );
             let s = &mut c.store;
@@ -577,6 +591,9 @@ impl Config {
                 };
             }
             s.nsc = Reader::path(m, "nsc")?;
+            s.url = Reader::string(m, "url")?.filter(|u| !u.is_empty());
+            set(&mut s.prefix, Reader::string(m, "prefix")?);
+            set(&mut s.timeout, Reader::millis(m, "timeout")?);
             if s.nsc.is_some() {
                 s.kind = StoreKind::Nsc;
             }
@@ -585,12 +602,15 @@ impl Config {
                     "dir" | "directory" => StoreKind::Dir,
                     "memory" | "mem" => StoreKind::Memory,
                     "nsc" => StoreKind::Nsc,
+                    "redis" => StoreKind::Redis,
                     other => {
                         let v = m.get("type").expect("present");
                         return Err(Reader::err(
                             "store.type",
                             v,
-                            &format!("unknown store type {other:?} (expected dir, memory or nsc)"),
+                            &format!(
+                                "unknown store type {other:?} (expected dir, memory, nsc or redis)"
+                            ),
                         ));
                     }
                 };
@@ -626,6 +646,11 @@ impl Config {
         if self.store.kind == StoreKind::Nsc && self.store.nsc.is_none() {
             return Err(ConfigError::Invalid(
                 "store type nsc needs store.nsc (the nsc operator folder)".into(),
+            ));
+        }
+        if self.store.kind == StoreKind::Redis && self.store.url.is_none() {
+            return Err(ConfigError::Invalid(
+                "store type redis needs store.url (redis://host:6379/)".into(),
             ));
         }
         if self.primary.is_some() && self.store.kind == StoreKind::Nsc {

@@ -44,6 +44,9 @@ pub struct AppState {
     pub primary: Option<crate::replica::Primary>,
     /// How long a replica serves an entry before asking the primary again.
     pub replica_validity: std::time::Duration,
+    /// Asks nats-servers over NATS for accounts the store does not hold (NATS configured, not a
+    /// replica).
+    pub nats_lookup: Option<Arc<crate::nats::NatsLookup>>,
 }
 
 /// Current Unix time in seconds.
@@ -142,7 +145,13 @@ async fn get_account(
                 Ok(served) => served,
                 Err(response) => return response,
             },
-            _ => return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT),
+            _ => match &state.nats_lookup {
+                Some(lookup) => match lookup.fetch(&key).await {
+                    Some(served) => served,
+                    None => return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT),
+                },
+                None => return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT),
+            },
         },
         Err(e) => return store_unavailable(&e),
     };
@@ -173,6 +182,12 @@ async fn fetch_from_primary(
             .await
         {
             Ok((_, served)) => Ok(served),
+            // We already hold a newer JWT (a notification overtook the primary's answer): keep
+            // serving ours.
+            Err(AcceptError::Stale { .. }) => match state.cache.get(key).await {
+                Ok(Lookup::Found(served)) => Ok(served),
+                _ => Err(plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT)),
+            },
             Err(e) => {
                 tracing::warn!("account {key} from the primary refused: {e}");
                 Err(plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT))

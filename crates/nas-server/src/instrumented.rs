@@ -100,6 +100,10 @@ impl Backend for Instrumented {
         self.inner.read_only()
     }
 
+    async fn shared_pack_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        self.inner.shared_pack_hash().await
+    }
+
     fn external_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         self.inner.external_changes()
     }

@@ -30,9 +30,11 @@ pub struct Metrics {
     pub accounts_stored: IntGauge,
     /// 1 while connected to NATS.
     pub nats_connected: IntGauge,
-    /// Notifications published.
+    /// Change notifications by result: `sent`, `queued` (NATS was down), `failed` (a publish
+    /// that will be retried), `dropped` (queue full or connection closed for good).
     pub notifications: IntCounterVec,
-    /// Resolver protocol requests by subject kind and result.
+    /// Resolver protocol requests by kind (`lookup`, `update`, `pack`, `list`, `delete`, and
+    /// `lookup_sent` for our own LOOKUPs on HTTP GET misses) and result.
     pub resolver_requests: IntCounterVec,
 }
 
@@ -137,7 +139,7 @@ impl Metrics {
             notifications: counter_vec(
                 &registry,
                 "notifications_total",
-                "Change notifications published",
+                "Change notifications by result (sent, queued, failed, dropped)",
                 &["result"],
             ),
             resolver_requests: counter_vec(

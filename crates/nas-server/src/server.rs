@@ -59,7 +59,7 @@ pub struct Server {
     pub nats: Option<async_nats::Client>,
 }
 
-fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
+async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
     let s = &config.store;
     Ok(match s.kind {
         StoreKind::Memory => Arc::new(nas_store::memory::MemoryBackend::new()),
@@ -71,6 +71,14 @@ fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
                 watch: s.read_only,
             },
         )?),
+        StoreKind::Redis => Arc::new(
+            nas_store::redis::RedisBackend::open(nas_store::redis::RedisOptions {
+                url: s.url.clone().unwrap_or_default(),
+                prefix: s.prefix.clone(),
+                timeout: s.timeout,
+            })
+            .await?,
+        ),
         StoreKind::Nsc => {
             let dir = s.nsc.as_deref().unwrap_or(&s.dir);
             Arc::new(nas_store::nsc::NscBackend::open(dir)?)
@@ -145,7 +153,7 @@ impl Server {
             let notifier = crate::nats::NatsNotifier::new(client.clone(), metrics.clone(), events);
             (Some(client), notifier)
         };
-        let backend = open_backend(config)?;
+        let backend = open_backend(config).await?;
         tracing::info!(
             "creating a {} store ({})",
             backend.kind(),
@@ -266,11 +274,24 @@ impl Server {
                     allow_delete: config.nats.allow_delete,
                     pack_interval: config.nats.pack_interval,
                     server_name: config.nats.name.clone(),
+                    system_account: system_account.clone(),
+                    replica: config.primary.is_some(),
                 },
             )
             .await
             .map_err(|e| StartError::Nats(e.to_string()))?;
         }
+        // A replica asks its primary instead; everyone else asks full resolvers over NATS.
+        let nats_lookup = match (&nats, &primary) {
+            (Some(client), None) => Some(Arc::new(crate::nats::NatsLookup::new(
+                client.clone(),
+                accepter.clone(),
+                metrics.clone(),
+                config.sign_request_timeout,
+                config.cache.negative_ttl,
+            ))),
+            _ => None,
+        };
         let state = web::Data::new(AppState {
             cache,
             accepter,
@@ -283,6 +304,7 @@ impl Server {
             metrics_on_main: config.metrics.on_main_listener && config.metrics.listen.is_none(),
             primary,
             replica_validity: config.replica_validity,
+            nats_lookup,
         });
 
         let body_limit = config.http.body_limit;
@@ -391,12 +413,27 @@ impl Server {
             m.stop(true).await;
         }
         tracing::info!("http server stopped");
+        if let Some(nats) = &self.nats {
+            // Drain sends what the client still buffers; bounded so a dead server cannot hang
+            // the shutdown.
+            let drained =
+                tokio::time::timeout(std::time::Duration::from_secs(2), nats.drain()).await;
+            if !matches!(drained, Ok(Ok(()))) {
+                tracing::warn!("NATS did not drain cleanly");
+            }
+            tracing::info!("disconnected from NATS");
+        }
     }
 }
 
 fn describe_store(config: &Config) -> String {
     match config.store.kind {
         StoreKind::Memory => "in memory".to_owned(),
+        StoreKind::Redis => format!(
+            "redis {} prefix {:?}",
+            config.store.url.as_deref().unwrap_or_default(),
+            config.store.prefix
+        ),
         StoreKind::Dir => format!(
             "{}{}{}",
             config.store.dir.display(),

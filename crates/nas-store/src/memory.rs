@@ -8,10 +8,12 @@ use futures::stream::BoxStream;
 
 use crate::{Backend, Namespace, Precondition, StoreError, Version};
 
-/// A map behind a mutex; versions are a global write counter.
+/// A map behind a mutex. Every operation is atomic (one lock hold); versions come from a
+/// per-store write counter, so every write, even of identical bytes, gets a new version.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     state: Mutex<State>,
+    read_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -21,9 +23,25 @@ struct State {
 }
 
 impl MemoryBackend {
-    /// An empty store.
+    /// An empty, writable store.
     pub fn new() -> MemoryBackend {
         MemoryBackend::default()
+    }
+
+    /// A store frozen with these accounts (the Go v0.8 "read-only memory store"; also lets the
+    /// read-only conformance checks run without a disk). Every write is refused.
+    pub fn new_read_only(accounts: impl IntoIterator<Item = (String, Bytes)>) -> MemoryBackend {
+        let mut state = State::default();
+        for (key, bytes) in accounts {
+            state.writes += 1;
+            state
+                .entries
+                .insert((Namespace::Accounts, key), (bytes, state.writes));
+        }
+        MemoryBackend {
+            state: Mutex::new(state),
+            read_only: true,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -53,6 +71,9 @@ impl Backend for MemoryBackend {
         value: Bytes,
         pre: Precondition,
     ) -> Result<Version, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         let mut state = self.state();
         let id = (ns, key.to_owned());
         let current = state.entries.get(&id).map(|(_, v)| v.to_string());
@@ -71,9 +92,13 @@ impl Backend for MemoryBackend {
     }
 
     async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         Ok(self.state().entries.remove(&(ns, key.to_owned())).is_some())
     }
 
+    /// A snapshot of the keys at the time of the call.
     async fn list(
         &self,
         ns: Namespace,
@@ -90,5 +115,9 @@ impl Backend for MemoryBackend {
 
     async fn health(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
     }
 }

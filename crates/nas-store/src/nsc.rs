@@ -1,11 +1,17 @@
 //! Read-only backend over an nsc operator folder: `<folder>/accounts/<name>/<name>.jwt`, looked
 //! up by the account's public key (the JWT's `sub`), with the operator JWT beside it
-//! (`<folder>/<folder name>.jwt`). nsc rewrites files in place; a watcher re-indexes and reports
-//! which account changed.
+//! (`<folder>/<folder name>.jwt`).
+//!
+//! The index (`sub` → file) is built when opening (nsc folders hold tens to hundreds of
+//! accounts) and rebuilt on every change under the folder; every account whose file changed,
+//! appeared or disappeared is reported on [`Backend::external_changes`]. A file caught
+//! half-written by nsc keeps its previous index entry until it parses again, so a rewrite never
+//! looks like a deletion.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -13,13 +19,19 @@ use notify::Watcher;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use crate::{Backend, Namespace, Precondition, StoreError, Version};
+use crate::{Backend, Namespace, Precondition, StoreError, Version, EXTERNAL_RESYNC};
 
-/// The nsc backend.
+/// A new account directory may get its JWT before the watcher watches it: look again after
+/// this delay.
+const NEW_DIR_RESCAN_DELAY: Duration = Duration::from_millis(250);
+
+type Index = HashMap<String, PathBuf>;
+
+/// The nsc backend: always read-only.
 pub struct NscBackend {
     folder: PathBuf,
     /// account public key → JWT file.
-    index: Arc<RwLock<HashMap<String, PathBuf>>>,
+    index: Arc<RwLock<Index>>,
     changes: broadcast::Sender<String>,
     _watcher: Mutex<notify::RecommendedWatcher>,
 }
@@ -32,23 +44,36 @@ impl std::fmt::Debug for NscBackend {
     }
 }
 
-/// `sub` of each `accounts/<name>/<name>.jwt`.
-fn scan(folder: &Path) -> HashMap<String, PathBuf> {
-    let mut index = HashMap::new();
+/// `sub` of each `accounts/<name>/<name>.jwt`. Files that exist but do not parse (being
+/// rewritten) keep the entry they had in `previous`.
+fn scan(folder: &Path, previous: &Index) -> Index {
+    let mut index = Index::new();
     let Ok(entries) = std::fs::read_dir(folder.join("accounts")) else {
         return index;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path().join(format!("{name}.jwt"));
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
+        let sub = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(&bytes));
+                nas_jwt::jwt::peek_payload(token.as_bytes())
+                    .ok()
+                    .and_then(|p| p.get("sub").and_then(|v| v.as_str()).map(str::to_owned))
+                    .filter(|sub| nas_jwt::is_valid_public_key(sub, nas_jwt::KeyRole::Account))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => None,
         };
-        let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(&bytes));
-        if let Ok(payload) = nas_jwt::jwt::peek_payload(token.as_bytes()) {
-            if let Some(sub) = payload.get("sub").and_then(|v| v.as_str()) {
-                if nas_jwt::is_valid_public_key(sub, nas_jwt::KeyRole::Account) {
-                    index.insert(sub.to_owned(), path);
+        match sub {
+            Some(sub) => {
+                index.insert(sub, path);
+            }
+            None => {
+                for (key, old) in previous {
+                    if *old == path {
+                        index.insert(key.clone(), path.clone());
+                    }
                 }
             }
         }
@@ -56,58 +81,150 @@ fn scan(folder: &Path) -> HashMap<String, PathBuf> {
     index
 }
 
-impl NscBackend {
-    /// Opens an nsc operator folder (it must contain `accounts/`).
-    pub fn open(folder: &Path) -> Result<NscBackend, StoreError> {
-        if !folder.join("accounts").is_dir() {
-            return Err(StoreError::Io(format!(
-                "{:?} is not an nsc operator folder (no accounts/ directory)",
-                folder.display().to_string()
-            )));
+fn is_operator_dir(dir: &Path) -> bool {
+    let own_jwt = dir
+        .file_name()
+        .is_some_and(|n| dir.join(format!("{}.jwt", n.to_string_lossy())).is_file());
+    dir.join(".nsc").is_file() || dir.join("accounts").is_dir() || own_jwt
+}
+
+/// The operator folder `path` names: itself, or the only operator of an nsc store directory
+/// (`<nsc home>/stores` or `<nsc home>`).
+fn resolve_operator_dir(path: &Path) -> Result<PathBuf, StoreError> {
+    if !path.is_dir() {
+        return Err(StoreError::Io(format!(
+            "nsc folder {} does not exist",
+            path.display()
+        )));
+    }
+    if is_operator_dir(path) {
+        return Ok(path.to_owned());
+    }
+    let stores = if path.join("stores").is_dir() {
+        path.join("stores")
+    } else {
+        path.to_owned()
+    };
+    let mut operators: Vec<PathBuf> = std::fs::read_dir(&stores)
+        .map_err(|e| StoreError::Io(format!("{}: {e}", stores.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && is_operator_dir(p))
+        .collect();
+    operators.sort();
+    match operators.len() {
+        1 => Ok(operators.remove(0)),
+        0 => Err(StoreError::Io(format!(
+            "{} is not an nsc operator folder (no .nsc, accounts/ or <name>.jwt) nor an nsc store holding one",
+            path.display()
+        ))),
+        _ => Err(StoreError::Io(format!(
+            "{} holds several nsc operators ({}); name the operator folder",
+            stores.display(),
+            operators
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Rebuilds the index and reports every account whose file is among `touched` or whose entry
+/// appeared, disappeared or moved.
+fn refresh(
+    folder: &Path,
+    index: &RwLock<Index>,
+    changes: &broadcast::Sender<String>,
+    touched: &[PathBuf],
+) {
+    let report: HashSet<String> = {
+        let mut index = index.write().unwrap_or_else(|p| p.into_inner());
+        let fresh = scan(folder, &index);
+        let mut report = HashSet::new();
+        for (key, path) in fresh.iter() {
+            if index.get(key) != Some(path) || touched.contains(path) {
+                report.insert(key.clone());
+            }
         }
-        let index = Arc::new(RwLock::new(scan(folder)));
+        for (key, path) in index.iter() {
+            if !fresh.contains_key(key) || touched.contains(path) {
+                report.insert(key.clone());
+            }
+        }
+        *index = fresh;
+        report
+    };
+    // After the index is replaced: a reader woken by the key finds the new file.
+    for key in report {
+        let _ = changes.send(key);
+    }
+}
+
+impl NscBackend {
+    /// Opens an nsc operator folder (one holding `.nsc`, `accounts/` or `<folder name>.jwt`), or
+    /// an nsc store directory (`<nsc home>` or `<nsc home>/stores`) that holds exactly one
+    /// operator. Reads every account JWT once to index them by public key, and starts watching.
+    pub fn open(path: &Path) -> Result<NscBackend, StoreError> {
+        let folder = resolve_operator_dir(path)?;
+        let index = Arc::new(RwLock::new(scan(&folder, &Index::new())));
         let (changes, _) = broadcast::channel(1024);
-        let (idx, tx, root) = (index.clone(), changes.clone(), folder.to_owned());
+        let accounts = folder.join("accounts");
+        let (idx, tx, root) = (index.clone(), changes.clone(), folder.clone());
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                if event.kind.is_access()
-                    || !event
-                        .paths
-                        .iter()
-                        .any(|p| p.extension().is_some_and(|e| e == "jwt"))
-                {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "nsc folder watcher error; resyncing");
+                        refresh(&root, &idx, &tx, &[]);
+                        let _ = tx.send(EXTERNAL_RESYNC.to_owned());
+                        return;
+                    }
+                };
+                if event.kind.is_access() || !event.paths.iter().any(|p| p.starts_with(&accounts)) {
                     return;
                 }
-                let fresh = scan(&root);
-                let mut index = idx.write().unwrap_or_else(|p| p.into_inner());
-                for path in &event.paths {
-                    for (key, file) in fresh.iter().chain(index.iter()) {
-                        if file == path {
-                            let _ = tx.send(key.clone());
-                        }
-                    }
+                refresh(&root, &idx, &tx, &event.paths);
+                if event.need_rescan() {
+                    let _ = tx.send(EXTERNAL_RESYNC.to_owned());
                 }
-                *index = fresh;
+                // A new account directory: its JWT may land before the directory is watched.
+                if event.kind.is_create() && event.paths.iter().any(|p| p.is_dir()) {
+                    let (root, idx, tx) = (root.clone(), idx.clone(), tx.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("nas-nsc-rescan".into())
+                        .spawn(move || {
+                            std::thread::sleep(NEW_DIR_RESCAN_DELAY);
+                            refresh(&root, &idx, &tx, &[]);
+                        });
+                }
             })
-            .map_err(|e| StoreError::Io(e.to_string()))?;
+            .map_err(|e| StoreError::Io(format!("cannot watch {}: {e}", folder.display())))?;
         watcher
-            .watch(&folder.join("accounts"), notify::RecursiveMode::Recursive)
-            .map_err(|e| StoreError::Io(e.to_string()))?;
+            .watch(&folder, notify::RecursiveMode::Recursive)
+            .map_err(|e| StoreError::Io(format!("cannot watch {}: {e}", folder.display())))?;
         Ok(NscBackend {
-            folder: folder.to_owned(),
+            folder,
             index,
             changes,
             _watcher: Mutex::new(watcher),
         })
     }
 
-    /// The operator JWT (`<folder>/<folder name>.jwt`), if present.
+    /// The operator folder served.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// The operator JWT (`<folder>/<folder name>.jwt`, bare token), if present.
     pub fn operator_jwt(&self) -> Option<Bytes> {
         let name = self.folder.file_name()?.to_string_lossy().into_owned();
-        std::fs::read(self.folder.join(format!("{name}.jwt")))
-            .ok()
-            .map(Bytes::from)
+        let bytes = std::fs::read(self.folder.join(format!("{name}.jwt"))).ok()?;
+        Some(Bytes::from(nas_jwt::creds::extract_jwt(
+            &String::from_utf8_lossy(&bytes),
+        )))
     }
 
     fn path_of(&self, key: &str) -> Option<PathBuf> {
@@ -125,6 +242,8 @@ impl Backend for NscBackend {
         "nsc"
     }
 
+    /// Reads the account's file now (the index only says where it is). nsc holds no
+    /// activations: always `None` for them.
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
         if ns == Namespace::Activations {
             return Ok(None);
@@ -135,7 +254,7 @@ impl Backend for NscBackend {
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(StoreError::Io(format!("{}: {e}", path.display()))),
         };
         // nsc may store decorated JWTs; serve the bare token.
         let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(&bytes));
@@ -144,6 +263,7 @@ impl Backend for NscBackend {
         Ok(Some((Bytes::from(token), version)))
     }
 
+    /// Always [`StoreError::ReadOnly`]: accounts are changed with nsc.
     async fn put(
         &self,
         _: Namespace,
@@ -154,6 +274,7 @@ impl Backend for NscBackend {
         Err(StoreError::ReadOnly)
     }
 
+    /// Always [`StoreError::ReadOnly`].
     async fn delete(&self, _: Namespace, _: &str) -> Result<bool, StoreError> {
         Err(StoreError::ReadOnly)
     }
@@ -176,7 +297,7 @@ impl Backend for NscBackend {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        if self.folder.join("accounts").is_dir() {
+        if self.folder.is_dir() {
             Ok(())
         } else {
             Err(StoreError::Io(format!("{} is gone", self.folder.display())))

@@ -1,243 +1,31 @@
-//! The NATS bridge: one connection as a system-account user that publishes change
-//! notifications and answers the nats-server resolver protocol (LOOKUP, UPDATE, PACK, LIST,
-//! DELETE) on `$SYS`, plus our own periodic PACK requests to merge what full resolvers hold.
-//! Facts: `shared/spec/nats-resolver-protocol.md`.
-//!
-//! HTTP never waits for NATS: the connection is made in the background and retried forever (or
-//! `maxreconnects` times); changes accepted while disconnected are queued (latest JWT per
-//! account) and published after the reconnect.
+//! The resolver protocol responder on the system account: LOOKUP, UPDATE (three subjects),
+//! PACK (both directions), LIST and DELETE, as nats-servers speak it
+//! (`shared/spec/nats-resolver-protocol.md` §3–§7). Every JWT that arrives goes through the
+//! accept rule; replies use nats-server's JSON shape so `nsc` counts us as a server.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event, Message};
+use async_nats::{Client, Message};
 use bytes::Bytes;
 use futures::StreamExt;
 use nas_jwt::{is_valid_public_key, KeyRole, OperatorTrust};
 use nas_store::Store;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
-use crate::accept::{Accepted, Accepter, WritePath};
-use crate::cache::{Lookup, VerifiedCache};
-use crate::config::NatsConfig;
+use super::NatsError;
+use crate::accept::{AcceptError, Accepted, Accepter, WritePath};
+use crate::cache::{Lookup, Served, VerifiedCache};
 use crate::metrics::Metrics;
-use crate::notify::{Notifier, NotifyOutcome};
 
-/// Why the NATS connection could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum NatsError {
-    /// The creds file cannot be read.
-    #[error("cannot read NATS credentials {path}: {error}")]
-    Credentials {
-        /// The file.
-        path: String,
-        /// The error.
-        error: std::io::Error,
-    },
-    /// A server URL does not parse.
-    #[error("invalid NATS server URL {0:?}")]
-    Url(String),
-    /// The client refused the options.
-    #[error("NATS connect: {0}")]
-    Connect(String),
-}
-
-/// Connects (in the background) as configured; connection events go to the returned channel.
-pub async fn connect(
-    config: &NatsConfig,
-    metrics: Arc<Metrics>,
-) -> Result<(Client, mpsc::UnboundedReceiver<Event>), NatsError> {
-    let mut options = match &config.user_credentials {
-        Some(path) => ConnectOptions::with_credentials_file(path)
-            .await
-            .map_err(|error| NatsError::Credentials {
-                path: path.display().to_string(),
-                error,
-            })?,
-        None => ConnectOptions::new(),
-    };
-    if let Some(root) = &config.tls_root {
-        options = options.add_root_certificates(root.clone());
-    }
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        options = options.add_client_certificate(cert.clone(), key.clone());
-    }
-    let wait = config.reconnect_wait;
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    options = options
-        .name("nats-account-server")
-        .no_echo()
-        .retry_on_initial_connect()
-        .connection_timeout(config.connect_timeout)
-        .reconnect_delay_callback(move |_| wait)
-        .max_reconnects(usize::try_from(config.max_reconnects).ok())
-        .event_callback(move |event| {
-            let (tx, metrics) = (events_tx.clone(), metrics.clone());
-            async move {
-                match &event {
-                    Event::Connected => {
-                        metrics.nats_connected.set(1);
-                        tracing::info!("connected to NATS");
-                    }
-                    Event::Disconnected => {
-                        metrics.nats_connected.set(0);
-                        tracing::warn!("disconnected from NATS, reconnecting");
-                    }
-                    Event::Closed => {
-                        metrics.nats_connected.set(0);
-                        tracing::error!("NATS connection closed for good");
-                    }
-                    other => tracing::warn!("NATS: {other}"),
-                }
-                let _ = tx.send(event);
-            }
-        });
-    let servers = config
-        .servers
-        .iter()
-        .map(|s| {
-            s.parse::<async_nats::ServerAddr>()
-                .map_err(|_| NatsError::Url(s.clone()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    tracing::info!("connecting to NATS at {}", config.servers.join(","));
-    let client = options
-        .connect(servers)
-        .await
-        .map_err(|e| NatsError::Connect(e.to_string()))?;
-    Ok((client, events_rx))
-}
-
-/// Publishes accepted changes on `$SYS.ACCOUNT.<key>.CLAIMS.UPDATE`, queueing them while the
-/// connection is down.
-pub struct NatsNotifier {
-    client: Client,
-    /// Latest undelivered JWT per account: a newer change supersedes an older queued one.
-    pending: Mutex<BTreeMap<String, Bytes>>,
-    metrics: Arc<Metrics>,
-}
-
-fn update_subject(key: &str) -> String {
-    format!("$SYS.ACCOUNT.{key}.CLAIMS.UPDATE")
-}
-
-impl NatsNotifier {
-    /// A notifier over `client`; `events` are the connection events from [`connect`].
-    pub fn new(
-        client: Client,
-        metrics: Arc<Metrics>,
-        mut events: mpsc::UnboundedReceiver<Event>,
-    ) -> Arc<NatsNotifier> {
-        let notifier = Arc::new(NatsNotifier {
-            client,
-            pending: Mutex::new(BTreeMap::new()),
-            metrics,
-        });
-        let weak = Arc::downgrade(&notifier);
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                if matches!(event, Event::Connected) {
-                    let Some(notifier) = weak.upgrade() else {
-                        break;
-                    };
-                    notifier.flush_pending().await;
-                }
-            }
-        });
-        notifier
-    }
-
-    fn connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn publish(&self, key: &str, jwt: &Bytes) -> Result<(), String> {
-        self.client
-            .publish(update_subject(key), jwt.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        // Flushing makes "published" mean "handed to the server", so a disconnect right after
-        // cannot drop it from the client's buffer unnoticed.
-        tokio::time::timeout(Duration::from_secs(2), self.client.flush())
-            .await
-            .map_err(|_| "flush timed out".to_owned())?
-            .map_err(|e| e.to_string())
-    }
-
-    async fn flush_pending(&self) {
-        let queued: Vec<(String, Bytes)> =
-            std::mem::take(&mut *self.pending()).into_iter().collect();
-        if !queued.is_empty() {
-            tracing::info!(
-                "publishing {} notification(s) queued while NATS was down",
-                queued.len()
-            );
-        }
-        for (key, jwt) in queued {
-            self.send_or_queue(&key, &jwt).await;
-        }
-    }
-
-    async fn send_or_queue(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
-        if self.connected() {
-            match self.publish(key, jwt).await {
-                Ok(()) => {
-                    self.metrics
-                        .notifications
-                        .with_label_values(&["sent"])
-                        .inc();
-                    return NotifyOutcome::Sent;
-                }
-                Err(e) => {
-                    tracing::warn!("notification for {key} failed ({e}); queued for the reconnect")
-                }
-            }
-        }
-        self.metrics
-            .notifications
-            .with_label_values(&["queued"])
-            .inc();
-        self.pending().insert(key.to_owned(), jwt.clone());
-        // The connection may have come back between the check and the insert.
-        if self.connected() {
-            Box::pin(self.flush_pending()).await;
-        }
-        NotifyOutcome::Sent
-    }
-}
-
-#[async_trait::async_trait]
-impl Notifier for NatsNotifier {
-    async fn account_changed(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
-        self.send_or_queue(key, jwt).await
-    }
-
-    async fn republish(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
-        match self.publish(key, jwt).await {
-            Ok(()) => {
-                self.metrics
-                    .notifications
-                    .with_label_values(&["sent"])
-                    .inc();
-                NotifyOutcome::Sent
-            }
-            Err(e) => {
-                self.metrics
-                    .notifications
-                    .with_label_values(&["failed"])
-                    .inc();
-                NotifyOutcome::Failed(e)
-            }
-        }
-    }
-}
+/// Requests handled at the same time at most; further messages wait in the subscription, so a
+/// flood of requests cannot spawn unbounded work.
+const MAX_IN_FLIGHT: usize = 64;
+/// Gap after which a PACK reply stream we requested is considered finished without its end
+/// marker (a responder that died mid-stream).
+const PACK_GAP: Duration = Duration::from_secs(2);
 
 /// Options of the resolver responder.
 #[derive(Debug, Clone)]
@@ -251,6 +39,13 @@ pub struct ResponderOptions {
     pub pack_interval: Option<Duration>,
     /// `server.name` in replies (nsc requires one).
     pub server_name: String,
+    /// The configured system account JWT, answered on LOOKUP when the store has none (a cache
+    /// resolver without `resolver_preload` looks the system account up itself).
+    pub system_account: Option<Arc<Served>>,
+    /// This instance replicates a primary account server: it applies every update it hears
+    /// (through the accept rule) and answers LOOKUP, but is no write target — it does not answer
+    /// updates, LIST, DELETE or PACK requests and sends no PACK requests: the primary does.
+    pub replica: bool,
 }
 
 /// Answers the resolver protocol on the system account.
@@ -264,6 +59,7 @@ pub struct Responder {
     options: ResponderOptions,
     server_id: String,
     seq: AtomicU64,
+    in_flight: Arc<Semaphore>,
 }
 
 /// RFC 3339 UTC with microseconds, as nats-server writes `server.time`.
@@ -307,15 +103,22 @@ impl Responder {
             metrics,
             options,
             seq: AtomicU64::new(0),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });
-        let subjects = [
+        let replica = responder.options.replica;
+        // Subscriptions are registered with the client even before it is connected; it sends
+        // them on every (re)connect.
+        let mut subjects = vec![
             "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP",
+            // Other account servers' notifications (and old-style updates).
+            "$SYS.ACCOUNT.*.CLAIMS.UPDATE",
+            // `nsc push -u nats://…` and other update requests.
             "$SYS.REQ.CLAIMS.UPDATE",
             "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
-            "$SYS.ACCOUNT.*.CLAIMS.UPDATE",
-            "$SYS.REQ.CLAIMS.LIST",
-            "$SYS.REQ.CLAIMS.DELETE",
         ];
+        if !replica {
+            subjects.extend(["$SYS.REQ.CLAIMS.LIST", "$SYS.REQ.CLAIMS.DELETE"]);
+        }
         for subject in subjects {
             let sub = client
                 .subscribe(subject)
@@ -323,12 +126,15 @@ impl Responder {
                 .map_err(|e| NatsError::Connect(e.to_string()))?;
             responder.clone().serve(sub);
         }
-        let pack = client
-            .queue_subscribe("$SYS.REQ.CLAIMS.PACK", "responder".into())
-            .await
-            .map_err(|e| NatsError::Connect(e.to_string()))?;
-        responder.clone().serve(pack);
-        if let Some(interval) = responder.options.pack_interval {
+        if !replica {
+            // One member of the group answers each request, as among full nats-servers.
+            let pack = client
+                .queue_subscribe("$SYS.REQ.CLAIMS.PACK", "responder".into())
+                .await
+                .map_err(|e| NatsError::Connect(e.to_string()))?;
+            responder.clone().serve(pack);
+        }
+        if let Some(interval) = responder.options.pack_interval.filter(|_| !replica) {
             let r = responder.clone();
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(interval);
@@ -345,8 +151,14 @@ impl Responder {
     fn serve(self: Arc<Self>, mut sub: async_nats::Subscriber) {
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
+                let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                    return;
+                };
                 let this = self.clone();
-                tokio::spawn(async move { this.handle(msg).await });
+                tokio::spawn(async move {
+                    this.handle(msg).await;
+                    drop(permit);
+                });
             }
         });
     }
@@ -415,12 +227,18 @@ impl Responder {
                 self.count("lookup", "found");
                 self.reply(msg, served.token.clone()).await;
             }
-            Ok(Lookup::Missing) => {
-                self.count("lookup", "missing");
-                if self.options.lookup_miss_reply {
-                    self.reply(msg, Bytes::new()).await;
+            Ok(Lookup::Missing) => match &self.options.system_account {
+                Some(sys) if sys.key == key => {
+                    self.count("lookup", "found");
+                    self.reply(msg, sys.token.clone()).await;
                 }
-            }
+                _ => {
+                    self.count("lookup", "missing");
+                    if self.options.lookup_miss_reply {
+                        self.reply(msg, Bytes::new()).await;
+                    }
+                }
+            },
             Err(e) => {
                 self.count("lookup", "error");
                 tracing::warn!("LOOKUP {key}: {e}");
@@ -428,57 +246,57 @@ impl Responder {
         }
     }
 
-    /// UPDATE on any of the three subjects, through the single accept rule.
+    /// UPDATE on any of the three subjects, through the single accept rule. A replica applies
+    /// updates (they are what its primary accepted too) but never answers: it is no write target,
+    /// and an answer would make `nsc push` count it as one.
     async fn update(&self, msg: &Message, subject_key: Option<&str>) {
-        if msg.payload.is_empty() {
+        let body = self.apply_update(&msg.payload, subject_key).await;
+        if !self.options.replica {
+            self.reply_json(msg, body).await;
+        }
+    }
+
+    async fn apply_update(&self, payload: &[u8], subject_key: Option<&str>) -> Value {
+        if payload.is_empty() {
             self.count("update", "rejected");
-            self.reply_json(
-                msg,
-                json!({"error": {"account": subject_key.unwrap_or("n/a"), "code": 500, "description": "jwt update error - request body is empty"}}),
-            )
-            .await;
-            return;
+            return json!({"error": {"account": subject_key.unwrap_or("n/a"), "code": 500, "description": "jwt update error - request body is empty"}});
         }
         let now = nas_jwt::unix_now();
         match self
             .accepter
-            .accept(WritePath::NatsUpdate, subject_key, &msg.payload, now)
+            .accept(WritePath::NatsUpdate, subject_key, payload, now)
             .await
         {
             Ok((outcome, served)) => {
-                self.count(
-                    "update",
-                    if outcome == Accepted::Unchanged {
-                        "unchanged"
-                    } else {
-                        "stored"
-                    },
-                );
-                self.reply_json(
-                    msg,
-                    json!({"data": {"account": served.key, "code": 200, "message": "jwt updated"}}),
-                )
-                .await;
+                let result = match outcome {
+                    Accepted::Unchanged => "unchanged",
+                    Accepted::Created | Accepted::Updated => "stored",
+                };
+                self.count("update", result);
+                json!({"data": {"account": served.key, "code": 200, "message": "jwt updated"}})
             }
             Err(e) => {
-                self.count("update", "rejected");
-                let account = nas_jwt::jwt::peek_payload(&msg.payload)
+                self.count(
+                    "update",
+                    if matches!(e, AcceptError::Stale { .. }) {
+                        "stale"
+                    } else {
+                        "rejected"
+                    },
+                );
+                let account = nas_jwt::jwt::peek_payload(payload)
                     .ok()
                     .and_then(|p| p.get("sub").and_then(|s| s.as_str()).map(str::to_owned))
                     .or_else(|| subject_key.map(str::to_owned))
                     .unwrap_or_else(|| "n/a".to_owned());
                 let reason = match &e {
-                    crate::accept::AcceptError::KeyMismatch { .. } => {
+                    AcceptError::KeyMismatch { .. } => {
                         "subject does not match jwt content".to_owned()
                     }
                     other => other.to_string(),
                 };
                 tracing::info!("refused an update for {account} over NATS: {reason}");
-                self.reply_json(
-                    msg,
-                    json!({"error": {"account": account, "code": 500, "description": format!("jwt update resulted in error - {reason}")}}),
-                )
-                .await;
+                json!({"error": {"account": account, "code": 500, "description": format!("jwt update resulted in error - {reason}")}})
             }
         }
     }
@@ -540,7 +358,7 @@ impl Responder {
             return;
         }
         let (mut merged, mut refused) = (0, 0);
-        while let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+        while let Ok(Some(reply)) = tokio::time::timeout(PACK_GAP, sub.next()).await {
             if reply.payload.is_empty() {
                 break;
             }
@@ -566,7 +384,7 @@ impl Responder {
                 {
                     Ok((Accepted::Unchanged, _)) => {}
                     Ok(_) => merged += 1,
-                    Err(crate::accept::AcceptError::Stale { .. }) => {}
+                    Err(AcceptError::Stale { .. }) => {}
                     Err(e) => {
                         refused += 1;
                         tracing::debug!("PACK line for {key} refused: {e}");
@@ -637,19 +455,24 @@ impl Responder {
         let Some(Value::Array(accounts)) = generic.nats.get("accounts") else {
             return fail("malformed request");
         };
+        let system = self.trust.as_ref().and_then(|t| t.system_account()).or(self
+            .options
+            .system_account
+            .as_ref()
+            .map(|s| s.key.as_str()));
+        // nats-server checks entry by entry, so the first offending entry picks the message.
         let mut keys = Vec::new();
         for a in accounts {
             match a.as_str() {
-                Some(k) if is_valid_public_key(k, KeyRole::Account) => keys.push(k.to_owned()),
-                _ => return fail("malformed request"),
+                Some(k) if !is_valid_public_key(k, KeyRole::Account) => {
+                    return fail("malformed request")
+                }
+                Some(k) if Some(k) == system => {
+                    return fail("not allowed to delete system account")
+                }
+                Some(k) => keys.push(k.to_owned()),
+                None => return fail("malformed request"),
             }
-        }
-        if keys.is_empty() {
-            return fail("malformed request");
-        }
-        let system = self.trust.as_ref().and_then(|t| t.system_account());
-        if keys.iter().any(|k| Some(k.as_str()) == system) {
-            return fail("not allowed to delete system account");
         }
         let (mut deleted, mut errors) = (0, Vec::new());
         for key in &keys {

@@ -1,0 +1,281 @@
+//! Change notifications on `$SYS.ACCOUNT.<key>.CLAIMS.UPDATE`.
+//!
+//! Writers never wait for NATS: a change is put in a queue (one entry per account, the latest
+//! change wins) and one background task publishes the queue whenever the connection is up. One
+//! publisher keeps the wire order equal to the order of the changes, so a nats-server never
+//! receives an older JWT after a newer one (a full resolver would store it unconditionally).
+//! A batch is removed from the queue only after a flush confirmed the server received it;
+//! otherwise it goes back (unless a newer change for the account arrived meanwhile) and is
+//! published after the reconnect.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_nats::{Client, Event};
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+
+use super::is_connected;
+use crate::metrics::Metrics;
+use crate::notify::{Notifier, NotifyOutcome};
+
+/// Accounts with an unpublished change at most; beyond that a change is refused loudly (logged
+/// and counted as `dropped`) instead of growing memory without bound during a long outage.
+const MAX_PENDING: usize = 100_000;
+/// How often the publisher re-checks the queue without a wake-up: covers the moment between
+/// async-nats announcing `Connected` and reporting the state as connected.
+const RETRY_TICK: Duration = Duration::from_millis(250);
+/// Bound of one publish or flush, so a half-dead connection cannot stall the publisher.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The subject nats-servers (and other account servers) listen on for account changes.
+pub(crate) fn update_subject(key: &str) -> String {
+    format!("$SYS.ACCOUNT.{key}.CLAIMS.UPDATE")
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Orders changes: a re-queued entry never replaces a later change of the same account.
+    next_seq: u64,
+    pending: HashMap<String, (u64, Bytes)>,
+}
+
+/// Publishes accepted changes on `$SYS.ACCOUNT.<key>.CLAIMS.UPDATE`, queueing them while the
+/// connection is down.
+pub struct NatsNotifier {
+    client: Client,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    /// Reconnect attempts are exhausted: nothing can be published any more.
+    closed: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl NatsNotifier {
+    /// A notifier over `client`; `events` are the connection events from [`super::connect`].
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        events: mpsc::UnboundedReceiver<Event>,
+    ) -> Arc<NatsNotifier> {
+        let notifier = Arc::new(NatsNotifier {
+            client,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            metrics,
+        });
+        tokio::spawn(publisher(Arc::downgrade(&notifier), events));
+        notifier
+    }
+
+    /// Number of changes waiting for publication.
+    pub fn pending(&self) -> usize {
+        self.queue().pending.len()
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // The queue stays consistent even if a holder panicked: every update is one insert.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, result: &str) {
+        self.metrics
+            .notifications
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    fn enqueue(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
+        if self.closed.load(Ordering::Relaxed) {
+            self.count("dropped");
+            tracing::error!("notification for {key} dropped: the NATS connection is closed");
+            return NotifyOutcome::Failed("the NATS connection is closed".into());
+        }
+        {
+            let mut queue = self.queue();
+            if queue.pending.len() >= MAX_PENDING && !queue.pending.contains_key(key) {
+                drop(queue);
+                self.count("dropped");
+                tracing::error!(
+                    "notification for {key} dropped: {MAX_PENDING} accounts already wait for NATS"
+                );
+                return NotifyOutcome::Failed("notification queue full".into());
+            }
+            queue.next_seq += 1;
+            let seq = queue.next_seq;
+            queue.pending.insert(key.to_owned(), (seq, jwt.clone()));
+        }
+        if !is_connected(&self.client) {
+            self.count("queued");
+            tracing::info!("NATS is down: notification for {key} queued until the reconnect");
+        }
+        self.wake.notify_one();
+        NotifyOutcome::Sent
+    }
+
+    /// Publishes everything queued, oldest change first, when connected.
+    async fn publish_pending(&self) {
+        if !is_connected(&self.client) {
+            return;
+        }
+        let mut batch: Vec<(String, u64, Bytes)> = self
+            .queue()
+            .pending
+            .drain()
+            .map(|(key, (seq, jwt))| (key, seq, jwt))
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        batch.sort_by_key(|(_, seq, _)| *seq);
+        match self.send(&batch).await {
+            Ok(()) => {
+                self.metrics
+                    .notifications
+                    .with_label_values(&["sent"])
+                    .inc_by(batch.len() as u64);
+            }
+            Err(e) => {
+                self.count("failed");
+                tracing::warn!(
+                    "publishing {} notification(s) failed ({e}); retrying after the reconnect",
+                    batch.len()
+                );
+                let mut queue = self.queue();
+                for (key, seq, jwt) in batch {
+                    // An entry present now is a later change of that account: it wins.
+                    queue.pending.entry(key).or_insert((seq, jwt));
+                }
+            }
+        }
+    }
+
+    async fn send(&self, batch: &[(String, u64, Bytes)]) -> Result<(), String> {
+        for (key, _, jwt) in batch {
+            tokio::time::timeout(
+                SEND_TIMEOUT,
+                self.client.publish(update_subject(key), jwt.clone()),
+            )
+            .await
+            .map_err(|_| "publish timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        }
+        // A flush makes "published" mean "the server has it": a disconnect right after the
+        // publish cannot drop the messages from the client's buffer unnoticed.
+        tokio::time::timeout(SEND_TIMEOUT, self.client.flush())
+            .await
+            .map_err(|_| "flush timed out".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The single publisher: wakes on a new change, on connection events and on a short tick.
+async fn publisher(notifier: Weak<NatsNotifier>, mut events: mpsc::UnboundedReceiver<Event>) {
+    loop {
+        let Some(this) = notifier.upgrade() else {
+            return;
+        };
+        tokio::select! {
+            () = this.wake.notified() => {}
+            () = tokio::time::sleep(RETRY_TICK) => {}
+            event = events.recv() => match event {
+                Some(Event::Closed) => this.closed.store(true, Ordering::Relaxed),
+                Some(_) => {}
+                // The client is gone (the server stopped): nothing can be published any more.
+                None => return,
+            },
+        }
+        this.publish_pending().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for NatsNotifier {
+    async fn account_changed(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
+        self.enqueue(key, jwt)
+    }
+
+    async fn republish(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
+        self.enqueue(key, jwt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that never connects (nothing listens on the port) but exists: the state of a
+    /// notifier during an outage.
+    async fn offline_client() -> Client {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .reconnect_delay_callback(|_| Duration::from_secs(60))
+            .connect(format!("nats://127.0.0.1:{port}"))
+            .await
+            .expect("retrying client")
+    }
+
+    #[tokio::test]
+    async fn changes_wait_for_the_connection_coalesced_per_account() {
+        let metrics = Arc::new(Metrics::new());
+        let (_tx, events) = mpsc::unbounded_channel();
+        let notifier = NatsNotifier::new(offline_client().await, metrics.clone(), events);
+        let (a1, a2, b) = (
+            Bytes::from_static(b"a1"),
+            Bytes::from_static(b"a2"),
+            Bytes::from_static(b"b"),
+        );
+        assert_eq!(
+            notifier.account_changed("A", &a1).await,
+            NotifyOutcome::Sent
+        );
+        assert_eq!(notifier.account_changed("B", &b).await, NotifyOutcome::Sent);
+        assert_eq!(
+            notifier.account_changed("A", &a2).await,
+            NotifyOutcome::Sent
+        );
+        assert_eq!(notifier.pending(), 2, "one entry per account");
+        let queue = notifier.queue();
+        let (seq_a, jwt_a) = &queue.pending["A"];
+        assert_eq!(jwt_a, &a2, "the latest change wins");
+        assert!(
+            *seq_a > queue.pending["B"].0,
+            "A's latest change is the newest"
+        );
+        drop(queue);
+        assert_eq!(
+            metrics.notifications.with_label_values(&["queued"]).get(),
+            3
+        );
+        assert_eq!(metrics.notifications.with_label_values(&["sent"]).get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_reports_failure_instead_of_queueing_forever() {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, events) = mpsc::unbounded_channel();
+        let notifier = NatsNotifier::new(offline_client().await, metrics.clone(), events);
+        tx.send(Event::Closed).expect("publisher listens");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !notifier.closed.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(
+            notifier
+                .account_changed("A", &Bytes::from_static(b"a"))
+                .await,
+            NotifyOutcome::Failed(_)
+        ));
+        assert_eq!(
+            metrics.notifications.with_label_values(&["dropped"]).get(),
+            1
+        );
+    }
+}

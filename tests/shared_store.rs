@@ -1,0 +1,148 @@
+//! Several instances on one Redis: a write accepted by A is served by B (pub/sub invalidation),
+//! concurrent POSTs on A and B end with the newest iat, and a Redis outage keeps cached accounts
+//! served while misses and POSTs answer 503 and /healthz reports it — then everything recovers.
+
+use std::time::{Duration, Instant};
+
+use nas_server::config::{Config, StoreKind};
+use nas_server::server::Server;
+use nas_testkit::RedisServer;
+
+mod common;
+use common::{reissue, Operator};
+
+async fn instance(dir: &std::path::Path, op: &Operator, redis_url: &str) -> Server {
+    std::fs::write(dir.join("operator.jwt"), &op.jwt).unwrap();
+    let mut config = Config::default();
+    config.http.host = "127.0.0.1".into();
+    config.http.port = 0;
+    config.store.kind = StoreKind::Redis;
+    config.store.url = Some(redis_url.to_owned());
+    config.store.prefix = "shared:".into();
+    config.operator_jwt_path = Some(dir.join("operator.jwt"));
+    Server::start(&config).await.unwrap()
+}
+
+async fn post(server: &Server, key: &str, jwt: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/jwt/v1/accounts/{key}", server.url()))
+        .body(jwt.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn get(server: &Server, key: &str) -> (u16, String) {
+    let res = reqwest::get(format!("{}/jwt/v1/accounts/{key}", server.url()))
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
+    let mut redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("shared");
+    let a = instance(tmp.path(), &op, &redis.url()).await;
+    let b = instance(tmp.path(), &op, &redis.url()).await;
+    let (acc, jwt) = op.account("APP");
+    let key = acc.public_key().as_str().to_owned();
+
+    // B caches the account, A changes it, B serves the change (pub/sub, not a TTL).
+    assert_eq!(post(&a, &key, &jwt).await, 200);
+    assert_eq!(get(&b, &key).await, (200, jwt.clone()));
+    let newer = reissue(&op, &acc, "APP-2", common::now() + 1, |_| {});
+    assert_eq!(post(&a, &key, &newer).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&b, &key).await.1 != newer {
+        assert!(Instant::now() < deadline, "B never served A's change");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Concurrent POSTs on both instances: the newest iat wins everywhere.
+    let base = common::now() + 10;
+    let mut tasks = Vec::new();
+    for (i, server_url) in [a.url(), b.url()].into_iter().enumerate() {
+        let versions: Vec<String> = (0..20)
+            .map(|n| reissue(&op, &acc, "APP-race", base + (n * 2 + i) as i64, |_| {}))
+            .collect();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for v in versions {
+                let status = client
+                    .post(format!("{server_url}/jwt/v1/accounts/{key}"))
+                    .body(v)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert!(status == 200 || status == 409, "{status}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let newest = reissue(&op, &acc, "APP-race", base + 39, |_| {});
+    let newest_iat = nas_store::TokenMeta::read(newest.as_bytes()).unwrap().iat;
+    for server in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, body) = get(server, &key).await;
+            if nas_store::TokenMeta::read(body.as_bytes()).unwrap().iat == newest_iat {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "an instance does not serve the newest iat"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Outage: cached accounts still served, misses and writes 503, healthz says so.
+    let (missing, missing_jwt) = op.account("MISSING");
+    redis.stop();
+    assert_eq!(
+        get(&a, &key).await.0,
+        200,
+        "cached account served during the outage"
+    );
+    let (status, body) = get(&a, missing.public_key().as_str()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("unavailable"), "{body}");
+    assert_eq!(
+        post(&a, missing.public_key().as_str(), &missing_jwt).await,
+        503
+    );
+    let health: serde_json::Value = serde_json::from_slice(
+        &reqwest::get(format!("{}/healthz", a.url()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    // Recovery without a restart of ours (the test Redis comes back empty).
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while post(&a, missing.public_key().as_str(), &missing_jwt).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after Redis returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&b, missing.public_key().as_str()).await.0, 200);
+    let metrics = a.metrics.render();
+    assert!(
+        metrics.contains("nas_store_errors_total{backend=\"redis\""),
+        "outage counted in metrics"
+    );
+}
