@@ -146,3 +146,73 @@ async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
         "outage counted in metrics"
     );
 }
+
+async fn s3_instance(dir: &std::path::Path, op: &Operator, endpoint: &str) -> Server {
+    std::fs::write(dir.join("operator.jwt"), &op.jwt).unwrap();
+    let mut config = Config::default();
+    config.http.host = "127.0.0.1".into();
+    config.http.port = 0;
+    config.store.kind = StoreKind::S3;
+    config.store.bucket = Some("nas-shared".into());
+    config.store.prefix = "nas/".into();
+    config.store.endpoint = Some(endpoint.to_owned());
+    config.store.region = Some(nas_testkit::S3_REGION.into());
+    config.store.access_key_id = Some(nas_testkit::S3_ACCESS_KEY_ID.into());
+    config.store.secret_access_key = Some(nas_testkit::S3_SECRET_ACCESS_KEY.into());
+    config.store.path_style = true;
+    config.store.allow_http = true;
+    // No change channel on S3 alone: the cache TTL is the staleness bound.
+    config.cache.ttl = Some(Duration::from_secs(1));
+    config.operator_jwt_path = Some(dir.join("operator.jwt"));
+    Server::start(&config).await.unwrap()
+}
+
+#[tokio::test]
+async fn two_instances_on_one_bucket_converge_within_the_cache_ttl() {
+    let mut s3 = nas_testkit::S3Server::start();
+    s3.create_bucket("nas-shared");
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("s3-shared");
+    let a = s3_instance(tmp.path(), &op, &s3.endpoint()).await;
+    let b = s3_instance(tmp.path(), &op, &s3.endpoint()).await;
+    let (acc, jwt) = op.account("APP");
+    let key = acc.public_key().as_str().to_owned();
+    assert_eq!(post(&a, &key, &jwt).await, 200);
+    assert_eq!(get(&b, &key).await, (200, jwt.clone()));
+    let newer = reissue(&op, &acc, "APP-2", common::now() + 1, |_| {});
+    assert_eq!(post(&a, &key, &newer).await, 200);
+    // An older JWT posted to B loses against the newer one A wrote (conditional writes).
+    let older = reissue(&op, &acc, "APP-old", common::now() - 100, |_| {});
+    assert_eq!(post(&b, &key, &older).await, 409);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&b, &key).await.1 != newer {
+        assert!(
+            Instant::now() < deadline,
+            "B never served A's change within the TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Outage: accounts already verified keep being served after their TTL (stale-if-error);
+    // misses are 503, not 404.
+    let (missing, missing_jwt) = op.account("MISSING");
+    s3.stop();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // past the 1 s cache TTL
+    assert_eq!(
+        get(&b, &key).await,
+        (200, newer.clone()),
+        "known account served during the outage"
+    );
+    let (status, _) = get(&a, missing.public_key().as_str()).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        post(&a, missing.public_key().as_str(), &missing_jwt).await,
+        503
+    );
+    s3.restart();
+    s3.create_bucket("nas-shared");
+    assert_eq!(
+        post(&a, missing.public_key().as_str(), &missing_jwt).await,
+        200
+    );
+    assert_eq!(get(&b, missing.public_key().as_str()).await.0, 200);
+}

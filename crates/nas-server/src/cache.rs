@@ -136,6 +136,9 @@ impl Expiry<String, Lookup> for PerEntryExpiry {
 #[derive(Clone)]
 pub struct VerifiedCache {
     cache: Cache<String, Lookup>,
+    /// The last verified JWT per account, without TTL: served when a reload fails because the
+    /// store is unreachable (stale-if-error), so an outage never turns a known account into 503.
+    last_good: Cache<String, Arc<Served>>,
     store: Store,
     trust: Option<Arc<OperatorTrust>>,
     metrics: Arc<Metrics>,
@@ -164,6 +167,7 @@ impl VerifiedCache {
             .build();
         let this = VerifiedCache {
             cache,
+            last_good: Cache::new(options.max_entries),
             store,
             trust,
             metrics,
@@ -175,6 +179,7 @@ impl VerifiedCache {
     fn spawn_invalidation(&self) {
         let mut events = self.store.subscribe();
         let cache = self.cache.clone();
+        let last_good = self.last_good.clone();
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
@@ -190,6 +195,9 @@ impl VerifiedCache {
                         };
                         if stale {
                             cache.invalidate(&event.key).await;
+                        }
+                        if event.new.is_none() {
+                            last_good.invalidate(&event.key).await;
                         }
                     }
                     // Missed events: drop everything rather than serve something stale.
@@ -217,7 +225,25 @@ impl VerifiedCache {
             return Ok(hit);
         }
         self.metrics.cache_misses.inc();
-        self.cache.try_get_with_by_ref(key, self.load(key)).await
+        match self.cache.try_get_with_by_ref(key, self.load(key)).await {
+            Ok(Lookup::Found(served)) => {
+                self.last_good.insert(key.to_owned(), served.clone()).await;
+                Ok(Lookup::Found(served))
+            }
+            Err(e) if matches!(*e, StoreError::Unavailable(_)) => {
+                match self.last_good.get(key).await {
+                    Some(stale) => {
+                        tracing::warn!(
+                            account = key,
+                            "store unavailable, serving the last verified JWT: {e}"
+                        );
+                        Ok(Lookup::Found(stale))
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn load(&self, key: &str) -> Result<Lookup, StoreError> {
@@ -251,12 +277,15 @@ impl VerifiedCache {
 
     /// Puts a token that was just verified and stored (saves the reload on the next GET).
     pub async fn insert(&self, served: Arc<Served>) {
+        self.last_good
+            .insert(served.key.clone(), served.clone())
+            .await;
         self.cache
             .insert(served.key.clone(), Lookup::Found(served))
             .await;
     }
 
-    /// Forgets `key`.
+    /// Forgets `key` (the stale-if-error copy is kept until a deletion is seen).
     pub async fn invalidate(&self, key: &str) {
         self.cache.invalidate(key).await;
     }

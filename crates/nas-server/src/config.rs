@@ -40,6 +40,8 @@ pub enum StoreKind {
     Nsc,
     /// Redis, shared by several instances.
     Redis,
+    /// An S3-compatible bucket, shared by several instances.
+    S3,
 }
 
 /// `store { … }`.
@@ -65,6 +67,20 @@ pub struct StoreConfig {
     pub prefix: String,
     /// Bound of every shared-backend operation (keep it under nats-server's 1.9 s).
     pub timeout: Duration,
+    /// S3 bucket (must exist).
+    pub bucket: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// S3-compatible endpoint URL.
+    pub endpoint: Option<String>,
+    /// Path-style S3 requests.
+    pub path_style: bool,
+    /// Allow a plain-HTTP S3 endpoint.
+    pub allow_http: bool,
+    /// S3 access key id (else `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// S3 secret access key (else `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
 }
 
 /// `http { … }`.
@@ -244,6 +260,13 @@ impl Default for Config {
                 url: None,
                 prefix: "nas:".into(),
                 timeout: Duration::from_millis(800),
+                bucket: None,
+                region: None,
+                endpoint: None,
+                path_style: false,
+                allow_http: false,
+                access_key_id: None,
+                secret_access_key: None,
             },
             cache: CacheConfig {
                 max_entries: 100_000,
@@ -571,6 +594,13 @@ impl Config {
                     "url",
                     "prefix",
                     "timeout",
+                    "bucket",
+                    "region",
+                    "endpoint",
+                    "pathstyle",
+                    "allowhttp",
+                    "accesskeyid",
+                    "secretaccesskey",
                 ],
             );
             let s = &mut c.store;
@@ -594,6 +624,13 @@ impl Config {
             s.url = Reader::string(m, "url")?.filter(|u| !u.is_empty());
             set(&mut s.prefix, Reader::string(m, "prefix")?);
             set(&mut s.timeout, Reader::millis(m, "timeout")?);
+            s.bucket = Reader::string(m, "bucket")?.filter(|v| !v.is_empty());
+            s.region = Reader::string(m, "region")?.filter(|v| !v.is_empty());
+            s.endpoint = Reader::string(m, "endpoint")?.filter(|v| !v.is_empty());
+            set(&mut s.path_style, Reader::boolean(m, "pathstyle")?);
+            set(&mut s.allow_http, Reader::boolean(m, "allowhttp")?);
+            s.access_key_id = Reader::string(m, "accesskeyid")?.filter(|v| !v.is_empty());
+            s.secret_access_key = Reader::string(m, "secretaccesskey")?.filter(|v| !v.is_empty());
             if s.nsc.is_some() {
                 s.kind = StoreKind::Nsc;
             }
@@ -603,13 +640,14 @@ impl Config {
                     "memory" | "mem" => StoreKind::Memory,
                     "nsc" => StoreKind::Nsc,
                     "redis" => StoreKind::Redis,
+                    "s3" => StoreKind::S3,
                     other => {
                         let v = m.get("type").expect("present");
                         return Err(Reader::err(
                             "store.type",
                             v,
                             &format!(
-                                "unknown store type {other:?} (expected dir, memory, nsc or redis)"
+                                "unknown store type {other:?} (expected dir, memory, nsc, redis or s3)"
                             ),
                         ));
                     }
@@ -646,6 +684,11 @@ impl Config {
         if self.store.kind == StoreKind::Nsc && self.store.nsc.is_none() {
             return Err(ConfigError::Invalid(
                 "store type nsc needs store.nsc (the nsc operator folder)".into(),
+            ));
+        }
+        if self.store.kind == StoreKind::S3 && self.store.bucket.is_none() {
+            return Err(ConfigError::Invalid(
+                "store type s3 needs store.bucket".into(),
             ));
         }
         if self.store.kind == StoreKind::Redis && self.store.url.is_none() {

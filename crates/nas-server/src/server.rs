@@ -79,6 +79,20 @@ async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
             })
             .await?,
         ),
+        StoreKind::S3 => Arc::new(
+            nas_store::s3::S3Backend::open(nas_store::s3::S3Options {
+                bucket: s.bucket.clone().unwrap_or_default(),
+                prefix: s.prefix.clone(),
+                region: s.region.clone(),
+                endpoint: s.endpoint.clone(),
+                path_style: s.path_style,
+                allow_http: s.allow_http,
+                access_key_id: s.access_key_id.clone(),
+                secret_access_key: s.secret_access_key.clone(),
+                timeout: s.timeout,
+            })
+            .await?,
+        ),
         StoreKind::Nsc => {
             let dir = s.nsc.as_deref().unwrap_or(&s.dir);
             Arc::new(nas_store::nsc::NscBackend::open(dir)?)
@@ -429,6 +443,11 @@ impl Server {
 fn describe_store(config: &Config) -> String {
     match config.store.kind {
         StoreKind::Memory => "in memory".to_owned(),
+        StoreKind::S3 => format!(
+            "s3 bucket {} prefix {:?}",
+            config.store.bucket.as_deref().unwrap_or_default(),
+            config.store.prefix
+        ),
         StoreKind::Redis => format!(
             "redis {} prefix {:?}",
             config.store.url.as_deref().unwrap_or_default(),

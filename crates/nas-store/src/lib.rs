@@ -25,6 +25,7 @@ pub mod dir;
 pub mod memory;
 pub mod nsc;
 pub mod redis;
+pub mod s3;
 
 /// The two kinds of things stored. Each namespace is a separate key space: the same string can
 /// never name an account and an activation.
