@@ -158,7 +158,12 @@ async fn url_resolver_applies_our_notifications_and_outages_lose_nothing() {
         };
         std::fs::write(tmp.path().join("alice.creds"), alice_creds).unwrap();
         let nats_port = free_port();
-        let server = start_ours(tmp.path(), &op, nats_port, |_| {}).await;
+        // A long reconnect wait gives the watcher below time to subscribe on the restarted
+        // server before we reconnect and publish what was queued during the outage.
+        let server = start_ours(tmp.path(), &op, nats_port, |c| {
+            c.nats.reconnect_wait = Duration::from_secs(3)
+        })
+        .await;
         assert_eq!(
             post(&server, op.system.public_key().as_str(), &op.system_jwt).await,
             200

@@ -1,6 +1,7 @@
 //! Miss-path latency per backend: what a GET costs when the verified cache does not hold the
-//! account (one store read of a 1 KB account JWT), as p50/p99 over 5,000 reads.
-//! Run: `cargo bench -p nas-store --bench miss_latency` (starts a real redis-server on 127.0.0.1).
+//! account (one store read of a 1 KB account JWT), as p50/p99 over 5,000 reads (1,000 for S3).
+//! Run: `cargo bench -p nas-store --bench miss_latency` (starts a real redis-server and a moto
+//! S3 server on 127.0.0.1).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use nas_store::dir::{DirBackend, DirOptions};
 use nas_store::memory::MemoryBackend;
 use nas_store::redis::{RedisBackend, RedisOptions};
+use nas_store::s3::{S3Backend, S3Options};
 use nas_store::{Backend, Store, TokenMeta};
 
 const READS: usize = 5_000;
@@ -55,6 +57,8 @@ fn main() {
         .expect("sub")
         .to_owned();
     let redis = nas_testkit::RedisServer::start();
+    let s3 = nas_testkit::S3Server::start();
+    s3.create_bucket("nas-bench");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -84,5 +88,19 @@ fn main() {
             &key,
         )
         .await;
+        let s3_backend = S3Backend::open(S3Options {
+            bucket: "nas-bench".into(),
+            prefix: "bench/".into(),
+            region: Some(nas_testkit::S3_REGION.into()),
+            endpoint: Some(s3.endpoint()),
+            path_style: true,
+            allow_http: true,
+            access_key_id: Some(nas_testkit::S3_ACCESS_KEY_ID.into()),
+            secret_access_key: Some(nas_testkit::S3_SECRET_ACCESS_KEY.into()),
+            timeout: Duration::from_secs(1),
+        })
+        .await
+        .expect("s3");
+        measure("s3 (local moto server)", Arc::new(s3_backend), &token, &key).await;
     });
 }
