@@ -76,6 +76,7 @@ async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
                 url: s.url.clone().unwrap_or_default(),
                 prefix: s.prefix.clone(),
                 timeout: s.timeout,
+                ..nas_store::redis::RedisOptions::default()
             })
             .await?,
         ),

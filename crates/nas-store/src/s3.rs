@@ -4,8 +4,9 @@
 //! Objects: `<prefix>accounts/<key>.jwt` and `<prefix>activations/<hash id>.jwt`. Compare-and-swap
 //! uses S3 conditional writes: create with `If-None-Match: *`, replace with `If-Match: <etag>`;
 //! the ETag is the version. There is no change channel: other instances see a change when their
-//! cache entry's TTL ends, or at once when NATS notifications are configured. Every request is
-//! bounded (default 1 s, one retry) to stay under nats-server's 1.9 s fetch timeout.
+//! cache entry's TTL ends, or at once when NATS notifications are configured. Every call is
+//! bounded as a whole by [`S3Options::timeout`] (retry included; connecting at most 500 ms), so a
+//! miss answers within nats-server's 1.9 s fetch timeout even when the server hangs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,8 @@ use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    BackoffConfig, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig,
+    UpdateVersion,
 };
 
 use crate::{Backend, Namespace, Precondition, StoreError, Version};
@@ -41,7 +43,8 @@ pub struct S3Options {
     pub access_key_id: Option<String>,
     /// Secret access key.
     pub secret_access_key: Option<String>,
-    /// Bound of every request.
+    /// Bound of every call as a whole, retry included (zero: 1 s). Keep it well under
+    /// nats-server's 1.9 s fetch timeout.
     pub timeout: Duration,
 }
 
@@ -49,6 +52,8 @@ pub struct S3Options {
 pub struct S3Backend {
     store: Arc<dyn ObjectStore>,
     options: S3Options,
+    /// The effective bound of every call.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -87,12 +92,19 @@ impl S3Backend {
                 ClientOptions::new()
                     .with_allow_http(options.allow_http)
                     .with_timeout(timeout)
-                    .with_connect_timeout(timeout),
+                    // An unreachable host must leave time for the retry within the bound.
+                    .with_connect_timeout(timeout.min(Duration::from_millis(500))),
             )
+            // One quick retry (a reset connection, an S3 503 SlowDown) when the bound leaves
+            // time for it; `bounded` cuts off whatever is still running at the bound.
             .with_retry(RetryConfig {
                 max_retries: 1,
-                retry_timeout: timeout * 2,
-                ..RetryConfig::default()
+                retry_timeout: timeout,
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(200),
+                    base: 2.0,
+                },
             });
         if let Some(region) = &options.region {
             builder = builder.with_region(region);
@@ -111,19 +123,39 @@ impl S3Backend {
                 .build()
                 .map_err(|e| StoreError::Io(format!("s3 configuration: {e}")))?,
         );
-        let backend = S3Backend { store, options };
-        backend.check_bucket().await?;
+        let backend = S3Backend {
+            store,
+            options,
+            timeout,
+        };
+        backend.bounded(backend.check_bucket()).await?;
         Ok(backend)
+    }
+
+    /// The error for a bucket that does not exist: permanent at startup, and an outage (never
+    /// "no such account") once running, so nats-servers do not conclude accounts are gone.
+    fn missing_bucket(&self) -> String {
+        format!(
+            "bucket {:?} does not exist (it is never created automatically)",
+            self.options.bucket
+        )
+    }
+
+    /// Maps an S3 error of a call that found no object: a missing object is `None`, a missing
+    /// bucket is an outage.
+    fn unavailable_or_missing_bucket(&self, e: object_store::Error) -> StoreError {
+        if is_missing_bucket(&e) {
+            unavailable(self.missing_bucket())
+        } else {
+            unavailable(e)
+        }
     }
 
     async fn check_bucket(&self) -> Result<(), StoreError> {
         let prefix = ObjectPath::from(self.options.prefix.trim_end_matches('/'));
         match self.store.list_with_delimiter(Some(&prefix)).await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("NoSuchBucket") => Err(StoreError::Io(format!(
-                "bucket {:?} does not exist (it is never created automatically)",
-                self.options.bucket
-            ))),
+            Err(e) if is_missing_bucket(&e) => Err(StoreError::Io(self.missing_bucket())),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -140,11 +172,24 @@ impl S3Backend {
         &self,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let limit = self.options.timeout.max(Duration::from_millis(100)) * 3;
-        tokio::time::timeout(limit, fut)
-            .await
-            .map_err(|_| unavailable(format!("no answer within {limit:?}")))?
+        bounded(self.timeout, fut).await
     }
+}
+
+/// Runs `fut` for at most `limit`; a hung server becomes [`StoreError::Unavailable`].
+async fn bounded<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| unavailable(format!("no answer within {limit:?}")))?
+}
+
+/// S3 answers 404 both for a missing object and a missing bucket; only the error code in the
+/// body (which object_store keeps in the message) tells them apart.
+fn is_missing_bucket(e: &object_store::Error) -> bool {
+    e.to_string().contains("NoSuchBucket")
 }
 
 fn etag_version(e_tag: Option<String>) -> Version {
@@ -165,6 +210,9 @@ impl Backend for S3Backend {
                     let version = etag_version(result.meta.e_tag.clone());
                     let bytes = result.bytes().await.map_err(unavailable)?;
                     Ok(Some((bytes, version)))
+                }
+                Err(e @ object_store::Error::NotFound { .. }) if is_missing_bucket(&e) => {
+                    Err(self.unavailable_or_missing_bucket(e))
                 }
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(unavailable(e)),
@@ -207,6 +255,9 @@ impl Backend for S3Backend {
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. },
                 ) => Err(StoreError::Conflict),
+                Err(e @ object_store::Error::NotFound { .. }) if is_missing_bucket(&e) => {
+                    Err(self.unavailable_or_missing_bucket(e))
+                }
                 // A replace of an object that vanished meanwhile is a lost race too.
                 Err(object_store::Error::NotFound { .. }) => Err(StoreError::Conflict),
                 Err(e) => Err(unavailable(e)),
@@ -220,6 +271,9 @@ impl Backend for S3Backend {
         self.bounded(async {
             // S3 deletes of a missing object succeed silently: ask first to report absence.
             match self.store.head(&path).await {
+                Err(e @ object_store::Error::NotFound { .. }) if is_missing_bucket(&e) => {
+                    return Err(self.unavailable_or_missing_bucket(e))
+                }
                 Err(object_store::Error::NotFound { .. }) => return Ok(false),
                 Err(e) => return Err(unavailable(e)),
                 Ok(_) => {}
@@ -235,28 +289,50 @@ impl Backend for S3Backend {
         ns: Namespace,
     ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
         let prefix = ObjectPath::from(self.dir(ns));
-        let store = self.store.clone();
-        let keys = self
-            .bounded(async move {
-                let mut stream = store.list(Some(&prefix));
-                let mut keys = Vec::new();
-                while let Some(meta) = stream.next().await {
-                    let meta = meta.map_err(unavailable)?;
-                    if let Some(key) = meta
+        let mut objects = self.store.list(Some(&prefix)).peekable();
+        // The first page is awaited here so an unreachable server fails the call itself.
+        let limit = self.timeout;
+        bounded(limit, async {
+            if let Some(Err(_)) = std::pin::Pin::new(&mut objects).peek().await {
+                if let Some(Err(e)) = objects.next().await {
+                    return Err(self.unavailable_or_missing_bucket(e));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        // Pages are fetched as the caller consumes the stream, each page request bounded on its
+        // own: a bucket of any size lists without holding every key in memory.
+        let keys = futures::stream::unfold(Some(objects), move |state| async move {
+            let mut objects = state?;
+            loop {
+                let next = tokio::time::timeout(limit, objects.next()).await;
+                let item = match next {
+                    Err(_) => Err(unavailable(format!("no list page within {limit:?}"))),
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => Err(unavailable(e)),
+                    Ok(Some(Ok(meta))) => match meta
                         .location
                         .filename()
                         .and_then(|f| f.strip_suffix(".jwt"))
                     {
-                        keys.push(Ok(key.to_owned()));
-                    }
-                }
-                Ok(keys)
-            })
-            .await?;
-        Ok(Box::pin(futures::stream::iter(keys)))
+                        Some(key) => Ok(key.to_owned()),
+                        None => continue, // not ours (a folder marker, another tool's file)
+                    },
+                };
+                // After an error the stream ends: the caller sees the error once.
+                let state = if item.is_ok() { Some(objects) } else { None };
+                return Some((item, state));
+            }
+        });
+        Ok(Box::pin(keys))
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        self.bounded(self.check_bucket()).await
+        match self.bounded(self.check_bucket()).await {
+            // Once running, a missing bucket is an outage like any other.
+            Err(StoreError::Io(e)) => Err(unavailable(e)),
+            other => other,
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! The conformance suite against a real redis-server, plus what only a shared store needs:
-//! another instance sees changes over pub/sub and both agree on the PACK hash.
+//! The conformance suite against a real redis-server (single server and cluster mode), plus
+//! what only a shared store needs: another instance sees changes over pub/sub (and catches up
+//! after its subscription was lost), both agree on the PACK hash, every call is bounded, and
+//! the `unix://` and `rediss://` (mutual TLS) transports work.
 
 mod conformance;
 
@@ -8,20 +10,49 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conformance::{fixture, sub_of};
-use nas_store::redis::{RedisBackend, RedisOptions};
+use nas_store::redis::{RedisBackend, RedisOptions, RedisTls};
 use nas_store::{Backend, Store, StoreError, TokenMeta};
 use nas_testkit::RedisServer;
 
 async fn open(url: &str, prefix: &str) -> Arc<dyn Backend> {
-    Arc::new(
-        RedisBackend::open(RedisOptions {
-            url: url.to_owned(),
-            prefix: prefix.to_owned(),
-            ..RedisOptions::default()
-        })
+    open_with(RedisOptions {
+        url: url.to_owned(),
+        prefix: prefix.to_owned(),
+        ..RedisOptions::default()
+    })
+    .await
+}
+
+async fn open_with(options: RedisOptions) -> Arc<dyn Backend> {
+    Arc::new(RedisBackend::open(options).await.unwrap())
+}
+
+/// A plain connection for commands the backend never sends (CLUSTER, CLIENT, PUBSUB).
+async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
         .await
-        .unwrap(),
-    )
+        .unwrap()
+}
+
+/// Waits until `store` reports a change of `key` to `expected` (an event from another instance).
+async fn expect_event(
+    events: &mut tokio::sync::broadcast::Receiver<nas_store::ChangeEvent>,
+    key: &str,
+    expected: &bytes::Bytes,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the change reached the other instance")
+            .unwrap();
+        if event.key == key && event.new.as_ref() == Some(expected) {
+            assert!(event.external);
+            return;
+        }
+    }
 }
 
 #[tokio::test]
@@ -119,4 +150,280 @@ async fn outage_gives_unavailable_and_recovers() {
         .await
         .unwrap();
     assert_eq!(store.get_account(&sub_of(&t)).await.unwrap(), Some(t));
+}
+
+#[tokio::test]
+async fn cluster_mode_conforms_and_keeps_one_slot() {
+    let redis = RedisServer::start_with_args(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ]);
+    // A one-node cluster owning every slot: Redis still refuses scripts whose keys are in
+    // different slots, so this proves the hash tag keeps each deployment's keys together.
+    let mut admin = admin(&redis.url()).await;
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if info.contains("cluster_state:ok") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster not ok: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cluster = |prefix: String| RedisOptions {
+        url: redis.url(),
+        prefix,
+        cluster: true,
+        ..RedisOptions::default()
+    };
+    let mut backends = Vec::new();
+    for i in 0..conformance::RUN_ALL_BACKENDS {
+        backends.push(open_with(cluster(format!("c{i}:"))).await);
+    }
+    let backends = std::sync::Mutex::new(backends);
+    conformance::run_writable(|| backends.lock().unwrap().pop().expect("enough backends")).await;
+
+    // Every deployment prefix (one per check above) maps to exactly one slot.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut slots: std::collections::HashMap<String, std::collections::HashSet<i64>> =
+        Default::default();
+    for key in &keys {
+        let tag = key[..=key.find('}').expect("tagged key")].to_owned();
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        slots.entry(tag).or_default().insert(slot);
+    }
+    assert!(slots.len() >= 5, "{keys:?}");
+    assert!(slots.values().all(|s| s.len() == 1), "{slots:?}");
+
+    // Pub/sub works through a cluster node as well.
+    let a = Store::new(open_with(cluster("shared:".into())).await);
+    let b = Store::new(open_with(cluster("shared:".into())).await);
+    let mut b_events = b.subscribe();
+    let t = fixture("account_a.jwt");
+    a.put_account_if_newer(&sub_of(&t), t.clone(), &TokenMeta::read(&t).unwrap())
+        .await
+        .unwrap();
+    expect_event(&mut b_events, &sub_of(&t), &t).await;
+    assert_eq!(a.pack_hash().await.unwrap(), b.pack_hash().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_lost_subscription_is_followed_by_a_resync() {
+    let redis = RedisServer::start();
+    let a = Store::new(open(&redis.url(), "resync:").await);
+    let b = Store::new(open(&redis.url(), "resync:").await);
+    // B knows the store (its first scan is done) before it goes deaf.
+    b.pack_hash().await.unwrap();
+    let mut b_events = b.subscribe();
+    let mut admin = admin(&redis.url()).await;
+    // Cut every subscription; the listeners notice at once and wait a moment before
+    // re-subscribing, so the write below is announced to nobody.
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let t = fixture("account_b.jwt");
+    a.put_account_if_newer(&sub_of(&t), t.clone(), &TokenMeta::read(&t).unwrap())
+        .await
+        .unwrap();
+    let (_, listeners): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("{resync:}changes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        listeners, 0,
+        "the announcement was heard: this test proves nothing"
+    );
+    // B re-subscribes, re-reads the store and reports the change it never heard of.
+    expect_event(&mut b_events, &sub_of(&t), &t).await;
+}
+
+#[tokio::test]
+async fn every_call_is_bounded_when_redis_hangs() {
+    let redis = RedisServer::start();
+    let timeout = Duration::from_millis(300);
+    let backend = open_with(RedisOptions {
+        url: redis.url(),
+        prefix: "hang:".into(),
+        timeout,
+        ..RedisOptions::default()
+    })
+    .await;
+    let store = Store::new(backend.clone());
+    let t = fixture("account_a.jwt");
+    store
+        .put_account_if_newer(&sub_of(&t), t.clone(), &TokenMeta::read(&t).unwrap())
+        .await
+        .unwrap();
+    // Redis stays connected but answers nothing for 2 s.
+    let mut admin = admin(&redis.url()).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let got = store.get_account(&sub_of(&t)).await;
+    let took = started.elapsed();
+    assert!(matches!(got, Err(StoreError::Unavailable(_))), "{got:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(400),
+        "{took:?}"
+    );
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        backend.health().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < timeout + Duration::from_millis(400));
+    // When Redis answers again, so does the backend.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(store.get_account(&sub_of(&t)).await.unwrap(), Some(t));
+}
+
+#[tokio::test]
+async fn unix_socket_url() {
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("redis.sock");
+    let socket_arg = socket.to_str().unwrap();
+    let _redis =
+        RedisServer::start_with_args(&["--unixsocket", socket_arg, "--unixsocketperm", "700"]);
+    let store = Store::new(open(&format!("unix://{socket_arg}"), "unix:").await);
+    let t = fixture("account_a.jwt");
+    store
+        .put_account_if_newer(&sub_of(&t), t.clone(), &TokenMeta::read(&t).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.get_account(&sub_of(&t)).await.unwrap(), Some(t));
+    store.backend().health().await.unwrap();
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM.
+struct Pki {
+    ca: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct subject names: OpenSSL takes a leaf whose subject equals its issuer for a
+    // self-signed certificate.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nas test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0].as_str());
+        let cert = params.signed_by(&key, &ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca: ca.pem(),
+        server: leaf(vec!["127.0.0.1".into(), "localhost".into()]),
+        client: leaf(vec!["nas-client".into()]),
+    }
+}
+
+#[tokio::test]
+async fn rediss_url_with_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let file = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &pki.ca),
+        file("server.pem", &pki.server.0),
+        file("server.key", &pki.server.1),
+    );
+    let tls_port = nas_testkit::free_port();
+    // The plain port stays open for the harness's readiness check; we use the TLS one, which
+    // (Redis's default) demands a client certificate.
+    let _redis = RedisServer::start_with_args(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/");
+    let tls = RedisTls {
+        root_cert: Some(pki.ca.clone().into_bytes()),
+        client_cert_key: Some((
+            pki.client.0.clone().into_bytes(),
+            pki.client.1.clone().into_bytes(),
+        )),
+    };
+    let options = |prefix: &str, tls: RedisTls| RedisOptions {
+        url: url.clone(),
+        prefix: prefix.to_owned(),
+        tls,
+        ..RedisOptions::default()
+    };
+    let a = Store::new(open_with(options("tls:", tls.clone())).await);
+    let b = Store::new(open_with(options("tls:", tls.clone())).await);
+    let mut b_events = b.subscribe();
+    let t = fixture("account_a.jwt");
+    a.put_account_if_newer(&sub_of(&t), t.clone(), &TokenMeta::read(&t).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(b.get_account(&sub_of(&t)).await.unwrap(), Some(t.clone()));
+    expect_event(&mut b_events, &sub_of(&t), &t).await;
+    // Without the client certificate, or without trusting the CA, nothing connects.
+    let no_client_cert = RedisTls {
+        client_cert_key: None,
+        ..tls.clone()
+    };
+    assert!(RedisBackend::open(options("tls:", no_client_cert))
+        .await
+        .is_err());
+    let no_root = RedisTls {
+        root_cert: None,
+        ..tls
+    };
+    assert!(RedisBackend::open(options("tls:", no_root)).await.is_err());
 }
