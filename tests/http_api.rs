@@ -314,14 +314,23 @@ async fn newer_wins_on_post() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("older than the stored one"), "{body}");
     assert_eq!(t.snapshot(), stored);
-    // Same jti: already stored, nothing changes, 200.
-    assert_eq!(
-        t.post(&c, fixture("account_c_new_same_jti.jwt")).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(t.snapshot(), stored);
-    let (_, _, body) = t.get(&format!("/jwt/v1/accounts/{c}")).await;
-    assert_eq!(body, fixture("account_c_new.jwt"));
+    // Same jti and iat, other content (a same-second re-issue): a 200 always means the pushed
+    // bytes are what is served; the loser of the tie-break gets 409 telling to re-issue.
+    let same = fixture("account_c_new_same_jti.jwt");
+    let new = fixture("account_c_new.jwt");
+    let iat = nas_store::TokenMeta::read(&new).unwrap().iat;
+    let same_wins = nas_store::Rank::of(iat, &same) > nas_store::Rank::of(iat, &new);
+    let (status, body) = t.post(&c, same.clone()).await;
+    let (_, _, served) = t.get(&format!("/jwt/v1/accounts/{c}")).await;
+    if same_wins {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(served, same);
+    } else {
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains("re-issue"), "{body}");
+        assert_eq!(t.snapshot(), stored);
+        assert_eq!(served, new);
+    }
     // Older first, newer replaces it.
     let t = TestServer::start(Some("operator_signing_keys.jwt"), |_| {}).await;
     assert_eq!(

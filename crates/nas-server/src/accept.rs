@@ -1,6 +1,11 @@
 //! The one rule every write path goes through (HTTP POST, NATS updates, pack merges, replica
 //! fills): size → decode → subject → issuer → trust (strict mode) → validation and time →
-//! newer-wins store write → cache update → notification. Nothing writes around it.
+//! newer-wins store write (the ordering rule of [`nas_store::order`], tombstones included) →
+//! cache install stamped with the write's sequence number. Nothing writes around it.
+//!
+//! Notifications are not sent from here: the store calls its observers (the notifier among
+//! them) with each change while the key's lock is held, so nats-servers hear one account's
+//! changes in the order they were stored, whatever order the requests finish in.
 
 use std::sync::Arc;
 
@@ -10,7 +15,6 @@ use nas_store::{PutOutcome, Store, StoreError, TokenMeta};
 
 use crate::cache::{Served, VerifiedCache};
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
 
 /// Why a JWT was refused. Each variant maps to one HTTP status and message at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +67,39 @@ pub enum AcceptError {
         /// `iat` of the refused JWT.
         new_iat: i64,
     },
+    /// A different JWT issued in the same second is stored and wins the tie-break.
+    #[error("a different JWT for this account issued in the same second (iat {iat}) is already stored; re-issue the JWT (wait a second, then edit the account again) and push it")]
+    SameSecond {
+        /// The `iat` both JWTs share.
+        iat: i64,
+    },
+    /// The account was deleted by a request issued at or after this JWT.
+    #[error("the account was deleted by a request issued at {deleted_at} (this JWT was issued at {new_iat}); only a JWT issued after the deletion re-creates it")]
+    Deleted {
+        /// `iat` of the delete request.
+        deleted_at: i64,
+        /// `iat` of the refused JWT.
+        new_iat: i64,
+    },
     /// The store is read-only.
     #[error("this account server's store is read-only; {0}")]
     ReadOnly(String),
     /// The store failed.
     #[error("error saving JWT: {0}")]
     Store(StoreError),
+}
+
+impl AcceptError {
+    /// Whether the store holds something that ranks above the offered JWT (an older JWT, a
+    /// same-second loser, a deleted account): the offer is not wrong, just overtaken.
+    pub fn is_superseded(&self) -> bool {
+        matches!(
+            self,
+            AcceptError::Stale { .. }
+                | AcceptError::SameSecond { .. }
+                | AcceptError::Deleted { .. }
+        )
+    }
 }
 
 /// What an accepted write did.
@@ -133,7 +164,6 @@ pub struct Accepter {
     store: Store,
     trust: Option<Arc<OperatorTrust>>,
     cache: VerifiedCache,
-    notifier: Arc<dyn Notifier>,
     metrics: Arc<Metrics>,
     read_only_hint: String,
 }
@@ -144,7 +174,6 @@ impl Accepter {
         store: Store,
         trust: Option<Arc<OperatorTrust>>,
         cache: VerifiedCache,
-        notifier: Arc<dyn Notifier>,
         metrics: Arc<Metrics>,
         read_only_hint: String,
     ) -> Accepter {
@@ -152,7 +181,6 @@ impl Accepter {
             store,
             trust,
             cache,
-            notifier,
             metrics,
             read_only_hint,
         }
@@ -238,7 +266,7 @@ impl Accepter {
         let result = self.accept_inner(path, key, body, now).await;
         let label = match &result {
             Ok((outcome, _)) => outcome.label(),
-            Err(AcceptError::Stale { .. }) => "stale",
+            Err(e) if e.is_superseded() => "stale",
             Err(AcceptError::Store(_)) => "store_error",
             Err(AcceptError::ReadOnly(_)) => "read_only",
             Err(_) => "rejected",
@@ -269,46 +297,50 @@ impl Accepter {
         };
         // Store the canonical token (a trailing newline from the client is dropped).
         let token = Bytes::from(verified.token.clone());
-        let outcome = self
+        let written = self
             .store
-            .put_account_if_newer(&claims.sub, token.clone(), &meta)
+            .put_account(&claims.sub, token.clone(), &meta, path.notifies())
             .await
             .map_err(|e| match e {
                 StoreError::ReadOnly => AcceptError::ReadOnly(self.read_only_hint.clone()),
                 other => AcceptError::Store(other),
             })?;
-        let accepted = match outcome {
+        let new_iat = claims.iat;
+        let accepted = match written.outcome {
             PutOutcome::Created => Accepted::Created,
             PutOutcome::Replaced { .. } => Accepted::Updated,
             PutOutcome::Unchanged => Accepted::Unchanged,
             PutOutcome::Stale { stored_iat } => {
                 return Err(AcceptError::Stale {
                     stored_iat,
-                    new_iat: claims.iat,
+                    new_iat,
+                })
+            }
+            PutOutcome::TieLost { iat } => return Err(AcceptError::SameSecond { iat }),
+            PutOutcome::Deleted { deleted_at } => {
+                return Err(AcceptError::Deleted {
+                    deleted_at,
+                    new_iat,
                 })
             }
         };
+        // The stored bytes are exactly `token` in every accepted case (Unchanged means
+        // identical bytes), so the verified entry is what the store holds at `written.seq`;
+        // installing it also restarts a replica's validity period for the entry.
         let served = Arc::new(Served::new(&verified, token));
-        if accepted == Accepted::Unchanged {
-            // What is stored wins (same jti, possibly other bytes): reload it, which also
-            // restarts a replica's validity period for the entry.
-            self.cache.invalidate(&claims.sub).await;
-            if let Ok(crate::cache::Lookup::Found(stored)) = self.cache.get(&claims.sub).await {
-                return Ok((accepted, stored));
-            }
-            return Ok((accepted, served));
+        self.cache.install(served.clone(), written.seq).await;
+        if accepted != Accepted::Unchanged {
+            tracing::info!(
+                "updated JWT for account - {} - {}",
+                short_key(&served.key),
+                served.jti
+            );
         }
-        self.cache.insert(served.clone()).await;
-        if path.notifies() {
-            self.notifier
-                .account_changed(&served.key, &served.token)
-                .await;
-        }
-        tracing::info!(
-            "updated JWT for account - {} - {}",
-            &served.key[..12.min(served.key.len())],
-            served.jti
-        );
         Ok((accepted, served))
     }
+}
+
+/// The first 12 characters of a key, for log lines (the whole key when shorter).
+pub fn short_key(key: &str) -> &str {
+    key.get(..12).unwrap_or(key)
 }

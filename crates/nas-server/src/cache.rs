@@ -1,15 +1,35 @@
 //! The verified-JWT cache: the hot path of `GET /jwt/v1/accounts/<key>`.
 //!
 //! A hit costs a hash lookup and an `Arc` clone: no store read, no signature check, no parsing.
-//! A miss loads once per key however many requests wait (moka's single-flight `try_get_with`),
-//! verifies signature, subject and trust, and caches the result; unknown keys are cached as
-//! missing for a short time so a flood of misses does not become a flood of store reads.
+//! A miss loads once per key however many requests wait (moka's per-key compute), verifies
+//! signature, subject and trust, and caches the result; unknown keys are cached as missing for a
+//! short time so a flood of misses does not become a flood of store reads.
+//!
+//! **Ordering.** Every entry carries a *stamp*: the store generation ([`Store::generation`]) its
+//! content is known to be current at. Every install — a load, an accepted write, an
+//! invalidation — goes through one rule, [`may_install`], inside moka's per-key compute, so two
+//! installs of one key never interleave:
+//!
+//! * an entry is replaced only by one with a stamp at least as high (an accepted write of v2
+//!   finishing after v3's cannot put v2 back);
+//! * a load reads the generation *before* reading the store and installs only if the generation
+//!   has not moved meanwhile (a load that read v1 while v3 was written installs nothing, and a
+//!   "missing" never covers a just-created account);
+//! * a change event removes entries stamped below the change, whether or not an entry exists
+//!   when it arrives;
+//! * entries stamped below [`Store::floor`] (raised when changes may have been missed) are
+//!   read again before they are served.
+//!
+//! **Stale-if-error.** A verified entry whose reload fails because the store is unreachable is
+//! served for at most `maxstale` after the store last confirmed it; any change the instance
+//! learns of removes it, so a newer version or a delete is never hidden behind it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use moka::future::Cache;
+use moka::ops::compute::Op;
 use moka::Expiry;
 use nas_jwt::{decode_account_for, OperatorTrust, VerifiedAccount};
 use nas_store::{Store, StoreError};
@@ -86,11 +106,15 @@ pub enum Lookup {
 pub struct CacheOptions {
     /// Maximum number of keys held.
     pub max_entries: u64,
-    /// Time after which a verified entry is reloaded (for stores shared by several instances);
-    /// `None` keeps entries until evicted or invalidated.
+    /// Time after which a verified entry is read again from the store (for stores shared by
+    /// several instances without a change channel); `None` keeps entries until evicted or
+    /// invalidated.
     pub ttl: Option<Duration>,
     /// How long an unknown key is remembered as missing.
     pub negative_ttl: Duration,
+    /// How long after the store last confirmed it a verified entry may be served while the
+    /// store is unreachable.
+    pub max_stale: Duration,
 }
 
 impl Default for CacheOptions {
@@ -99,32 +123,52 @@ impl Default for CacheOptions {
             max_entries: 100_000,
             ttl: None,
             negative_ttl: Duration::from_secs(1),
+            max_stale: Duration::from_secs(600),
         }
     }
 }
 
+/// After a failed load, further requests for the key answer with that failure for this long
+/// instead of queueing one store timeout each behind it.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+
+/// One cached key.
+#[derive(Debug, Clone)]
+struct Slot {
+    /// What was last read (`None`: only a failure is known).
+    lookup: Option<Lookup>,
+    /// The store generation `lookup` is current at.
+    stamp: u64,
+    /// When the store last confirmed `lookup`.
+    checked_at: Instant,
+    /// The last failed reload, if it is more recent than `checked_at`.
+    failure: Option<(Instant, Arc<StoreError>)>,
+}
+
+/// The one ordering rule of the cache: `candidate` may replace `current` only if it is at
+/// least as current.
+fn may_install(current: Option<&Slot>, candidate_stamp: u64) -> bool {
+    current.map_or(true, |c| candidate_stamp >= c.stamp)
+}
+
 struct PerEntryExpiry {
-    ttl: Option<Duration>,
     negative_ttl: Duration,
 }
 
-impl Expiry<String, Lookup> for PerEntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Lookup,
-        _now: Instant,
-    ) -> Option<Duration> {
-        match value {
-            Lookup::Found(_) => self.ttl,
-            Lookup::Missing => Some(self.negative_ttl),
+impl Expiry<String, Slot> for PerEntryExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Slot, _now: Instant) -> Option<Duration> {
+        match value.lookup {
+            // Kept until evicted or invalidated; the TTL and stale-if-error are decided on read.
+            Some(Lookup::Found(_)) => None,
+            Some(Lookup::Missing) => Some(self.negative_ttl),
+            None => Some(RETRY_AFTER),
         }
     }
 
     fn expire_after_update(
         &self,
         key: &String,
-        value: &Lookup,
+        value: &Slot,
         now: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
@@ -135,13 +179,12 @@ impl Expiry<String, Lookup> for PerEntryExpiry {
 /// The verified cache in front of a [`Store`].
 #[derive(Clone)]
 pub struct VerifiedCache {
-    cache: Cache<String, Lookup>,
-    /// The last verified JWT per account, without TTL: served when a reload fails because the
-    /// store is unreachable (stale-if-error), so an outage never turns a known account into 503.
-    last_good: Cache<String, Arc<Served>>,
+    cache: Cache<String, Slot>,
     store: Store,
     trust: Option<Arc<OperatorTrust>>,
     metrics: Arc<Metrics>,
+    ttl: Option<Duration>,
+    max_stale: Duration,
 }
 
 impl VerifiedCache {
@@ -156,7 +199,6 @@ impl VerifiedCache {
         let cache = Cache::builder()
             .max_capacity(options.max_entries)
             .expire_after(PerEntryExpiry {
-                ttl: options.ttl,
                 negative_ttl: options.negative_ttl,
             })
             .eviction_listener(move |_key, _value, cause| {
@@ -167,10 +209,11 @@ impl VerifiedCache {
             .build();
         let this = VerifiedCache {
             cache,
-            last_good: Cache::new(options.max_entries),
             store,
             trust,
             metrics,
+            ttl: options.ttl,
+            max_stale: options.max_stale,
         };
         this.spawn_invalidation();
         this
@@ -178,31 +221,14 @@ impl VerifiedCache {
 
     fn spawn_invalidation(&self) {
         let mut events = self.store.subscribe();
-        let cache = self.cache.clone();
-        let last_good = self.last_good.clone();
+        let this = self.clone();
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(event) => {
-                        // Only an entry that differs from the new value is dropped: our own
-                        // accepted writes insert the verified entry themselves (before or after
-                        // the event arrives), and an absent entry has nothing to invalidate.
-                        let current = cache.get(&event.key).await;
-                        let stale = match (&current, &event.new) {
-                            (None, _) => false,
-                            (Some(Lookup::Found(served)), Some(new)) => served.token != *new,
-                            _ => true,
-                        };
-                        if stale {
-                            cache.invalidate(&event.key).await;
-                        }
-                        if event.new.is_none() {
-                            last_good.invalidate(&event.key).await;
-                        }
-                    }
-                    // Missed events: drop everything rather than serve something stale.
+                    Ok(event) => this.forget_below(&event.key, event.seq).await,
+                    // Missed events: every entry is read again before it is served.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        cache.invalidate_all()
+                        this.store.mark_all_stale();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
@@ -210,13 +236,42 @@ impl VerifiedCache {
         });
     }
 
-    /// The cached answer for `key`, if any (no store access).
-    pub async fn get_cached(&self, key: &str) -> Option<Lookup> {
-        let hit = self.cache.get(key).await;
-        if hit.is_some() {
-            self.metrics.cache_hits.inc();
+    /// Removes `key`'s entry unless it is at least as current as change `seq` (our own accepted
+    /// writes install their entry with the change's stamp, before or after the event arrives).
+    pub async fn forget_below(&self, key: &str, seq: u64) {
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| async move {
+                match current {
+                    Some(entry) if entry.value().stamp < seq => Op::Remove,
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+    }
+
+    /// Whether `slot` may be served as it is at `now`.
+    fn servable(&self, slot: &Slot, now: Instant) -> bool {
+        if slot.stamp < self.store.floor() {
+            return false;
         }
-        hit
+        match &slot.lookup {
+            Some(Lookup::Found(_)) => self
+                .ttl
+                .map_or(true, |ttl| now.duration_since(slot.checked_at) < ttl),
+            Some(Lookup::Missing) => true,
+            None => false,
+        }
+    }
+
+    /// The cached answer for `key`, if it may be served without asking the store.
+    pub async fn get_cached(&self, key: &str) -> Option<Lookup> {
+        let slot = self.cache.get(key).await?;
+        if !self.servable(&slot, Instant::now()) {
+            return None;
+        }
+        self.metrics.cache_hits.inc();
+        slot.lookup
     }
 
     /// Looks `key` up (the caller has checked it is an account key).
@@ -225,24 +280,97 @@ impl VerifiedCache {
             return Ok(hit);
         }
         self.metrics.cache_misses.inc();
-        match self.cache.try_get_with_by_ref(key, self.load(key)).await {
-            Ok(Lookup::Found(served)) => {
-                self.last_good.insert(key.to_owned(), served.clone()).await;
-                Ok(Lookup::Found(served))
-            }
-            Err(e) if matches!(*e, StoreError::Unavailable(_)) => {
-                match self.last_good.get(key).await {
-                    Some(stale) => {
-                        tracing::warn!(
-                            account = key,
-                            "store unavailable, serving the last verified JWT: {e}"
-                        );
-                        Ok(Lookup::Found(stale))
-                    }
-                    None => Err(e),
+        let mut answer: Option<Result<Lookup, Arc<StoreError>>> = None;
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| {
+                let answer = &mut answer;
+                async move {
+                    let current = current.map(|e| e.into_value());
+                    let (op, result) = self.refresh(key, current).await;
+                    *answer = Some(result);
+                    op
+                }
+            })
+            .await;
+        answer.unwrap_or(Ok(Lookup::Missing))
+    }
+
+    /// Runs under the key's compute lock: serves what another request just loaded, repeats a
+    /// recent failure, or loads — and says what to install.
+    async fn refresh(
+        &self,
+        key: &str,
+        current: Option<Slot>,
+    ) -> (Op<Slot>, Result<Lookup, Arc<StoreError>>) {
+        let now = Instant::now();
+        if let Some(slot) = &current {
+            if self.servable(slot, now) {
+                if let Some(lookup) = &slot.lookup {
+                    return (Op::Nop, Ok(lookup.clone()));
                 }
             }
-            other => other,
+            if let Some((at, error)) = &slot.failure {
+                if now.duration_since(*at) < RETRY_AFTER {
+                    return (Op::Nop, self.stale_or(slot, error.clone(), now));
+                }
+            }
+        }
+        let stamp = self.store.generation(key);
+        match self.load(key).await {
+            Ok(lookup) => {
+                // A change overtook the read: serve what was read (this request overlapped the
+                // change) but install nothing; the next request reads again.
+                if self.store.generation(key) != stamp || !may_install(current.as_ref(), stamp) {
+                    return (Op::Nop, Ok(lookup));
+                }
+                let slot = Slot {
+                    lookup: Some(lookup.clone()),
+                    stamp,
+                    checked_at: now,
+                    failure: None,
+                };
+                (Op::Put(slot), Ok(lookup))
+            }
+            Err(e) => {
+                let error = Arc::new(e);
+                let slot = match current {
+                    Some(slot) => Slot {
+                        failure: Some((now, error.clone())),
+                        ..slot
+                    },
+                    None => Slot {
+                        lookup: None,
+                        stamp,
+                        checked_at: now,
+                        failure: Some((now, error.clone())),
+                    },
+                };
+                let result = self.stale_or(&slot, error, now);
+                (Op::Put(slot), result)
+            }
+        }
+    }
+
+    /// Stale-if-error: the last verified JWT if the store is unreachable and it was confirmed
+    /// within `maxstale`, else the error.
+    fn stale_or(
+        &self,
+        slot: &Slot,
+        error: Arc<StoreError>,
+        now: Instant,
+    ) -> Result<Lookup, Arc<StoreError>> {
+        let within = now.duration_since(slot.checked_at) < self.max_stale;
+        match (&slot.lookup, &*error) {
+            (Some(Lookup::Found(stale)), StoreError::Unavailable(_)) if within => {
+                self.metrics.stale_served.inc();
+                tracing::warn!(
+                    account = stale.key.as_str(),
+                    "store unavailable, serving the last verified JWT: {error}"
+                );
+                Ok(Lookup::Found(stale.clone()))
+            }
+            _ => Err(error),
         }
     }
 
@@ -275,19 +403,26 @@ impl VerifiedCache {
         }
     }
 
-    /// Puts a token that was just verified and stored (saves the reload on the next GET).
-    pub async fn insert(&self, served: Arc<Served>) {
-        self.last_good
-            .insert(served.key.clone(), served.clone())
-            .await;
+    /// Installs a token that was just verified and stored, current at store generation `stamp`
+    /// (the write's [`nas_store::Written::seq`]); a more current entry is kept.
+    pub async fn install(&self, served: Arc<Served>, stamp: u64) {
+        let key = served.key.clone();
         self.cache
-            .insert(served.key.clone(), Lookup::Found(served))
+            .entry(key)
+            .and_compute_with(|current| async move {
+                let current = current.map(|e| e.into_value());
+                if may_install(current.as_ref(), stamp) {
+                    Op::Put(Slot {
+                        lookup: Some(Lookup::Found(served)),
+                        stamp,
+                        checked_at: Instant::now(),
+                        failure: None,
+                    })
+                } else {
+                    Op::Nop
+                }
+            })
             .await;
-    }
-
-    /// Forgets `key` (the stale-if-error copy is kept until a deletion is seen).
-    pub async fn invalidate(&self, key: &str) {
-        self.cache.invalidate(key).await;
     }
 
     /// Number of entries (approximate).

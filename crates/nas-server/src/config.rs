@@ -159,7 +159,13 @@ pub struct CacheConfig {
     pub ttl: Option<Duration>,
     /// How long an unknown account is remembered as missing.
     pub negative_ttl: Duration,
+    /// How long after it was last confirmed by the store a verified JWT may still be served
+    /// while the store is unreachable (stale-if-error).
+    pub max_stale: Duration,
 }
+
+/// Default of `cache { maxstale }`.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(600);
 
 /// `metrics { … }` (new).
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +278,7 @@ impl Default for Config {
                 max_entries: 100_000,
                 ttl: None,
                 negative_ttl: Duration::from_secs(1),
+                max_stale: DEFAULT_MAX_STALE,
             },
             metrics: MetricsConfig {
                 on_main_listener: true,
@@ -655,12 +662,17 @@ impl Config {
             }
         }
         if let Some(m) = Reader::block(root, "cache")? {
-            r.check_known(m, "cache", &["maxentries", "ttl", "negativettl"]);
+            r.check_known(
+                m,
+                "cache",
+                &["maxentries", "ttl", "negativettl", "maxstale"],
+            );
             if let Some(n) = Reader::int(m, "maxentries")? {
                 c.cache.max_entries = u64::try_from(n).unwrap_or(0).max(1);
             }
             c.cache.ttl = Reader::millis(m, "ttl")?.filter(|d| !d.is_zero());
             set(&mut c.cache.negative_ttl, Reader::millis(m, "negativettl")?);
+            set(&mut c.cache.max_stale, Reader::millis(m, "maxstale")?);
         }
         if let Some(m) = Reader::block(root, "metrics")? {
             r.check_known(m, "metrics", &["listen", "onmainlistener"]);

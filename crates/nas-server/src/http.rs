@@ -184,7 +184,7 @@ async fn fetch_from_primary(
             Ok((_, served)) => Ok(served),
             // We already hold a newer JWT (a notification overtook the primary's answer): keep
             // serving ours.
-            Err(AcceptError::Stale { .. }) => match state.cache.get(key).await {
+            Err(e) if e.is_superseded() => match state.cache.get(key).await {
                 Ok(Lookup::Found(served)) => Ok(served),
                 _ => Err(plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT)),
             },
@@ -243,7 +243,7 @@ async fn respond_with_jwt(
         }
     }
     if account && query.flag("notify") {
-        match state.notifier.republish(&served.key, &served.token).await {
+        match state.notifier.republish(&served.key, &served.token) {
             NotifyOutcome::Failed(e) => {
                 tracing::error!("notification for {} failed: {e}", served.key);
                 return plain(
@@ -253,7 +253,7 @@ async fn respond_with_jwt(
             }
             NotifyOutcome::NotConfigured => tracing::info!(
                 "skipping notification for {}, no NATS configured",
-                &served.key[..12]
+                crate::accept::short_key(&served.key)
             ),
             NotifyOutcome::Sent => {}
         }
@@ -319,7 +319,9 @@ pub fn accept_error_response(error: &AcceptError) -> HttpResponse {
             parts.extend(issues.iter().map(|i| format!("\t - {i}\n")));
             stdlib(bad, &parts.join("\n"))
         }
-        AcceptError::Stale { .. } => plain(StatusCode::CONFLICT, &error.to_string()),
+        AcceptError::Stale { .. }
+        | AcceptError::SameSecond { .. }
+        | AcceptError::Deleted { .. } => plain(StatusCode::CONFLICT, &error.to_string()),
         AcceptError::ReadOnly(_) => HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "GET, HEAD, OPTIONS"))
             .content_type("text/plain")

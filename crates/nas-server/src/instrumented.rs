@@ -104,6 +104,10 @@ impl Backend for Instrumented {
         self.inner.shared_pack_hash().await
     }
 
+    fn peers_announce(&self) -> bool {
+        self.inner.peers_announce()
+    }
+
     fn external_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         self.inner.external_changes()
     }

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     /// Entries evicted for size.
     pub cache_evictions: IntCounter,
+    /// Verified JWTs served from the cache because the store was unreachable (stale-if-error).
+    pub stale_served: IntCounter,
     /// JWT verifications by result (`ok`, `rejected`).
     pub verifications: IntCounterVec,
     /// Accepted writes by outcome (`created`, `updated`, `unchanged`) and refusals by reason.
@@ -108,6 +110,11 @@ impl Metrics {
                 &registry,
                 "cache_evictions_total",
                 "Verified-JWT cache entries evicted for size",
+            ),
+            stale_served: counter(
+                &registry,
+                "stale_served_total",
+                "Verified JWTs served while the store was unreachable (stale-if-error)",
             ),
             verifications: counter_vec(
                 &registry,

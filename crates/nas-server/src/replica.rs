@@ -96,7 +96,8 @@ impl Primary {
                 )
                 .await
             {
-                Ok(_) | Err(crate::accept::AcceptError::Stale { .. }) => stored += 1,
+                Ok(_) => stored += 1,
+                Err(e) if e.is_superseded() => stored += 1,
                 Err(e) => {
                     refused += 1;
                     tracing::warn!("account {key} from the primary refused: {e}");

@@ -154,19 +154,19 @@ impl Server {
             env!("CARGO_PKG_VERSION")
         );
         let metrics = Arc::new(Metrics::new());
-        let (nats, notifier): (Option<async_nats::Client>, Arc<dyn Notifier>) = if config
-            .nats
-            .servers
-            .is_empty()
-        {
+        let (nats, nats_notifier) = if config.nats.servers.is_empty() {
             tracing::info!("NATS is not configured, server will not fire notifications on update");
-            (None, Arc::new(NoNats))
+            (None, None)
         } else {
             let (client, events) = crate::nats::connect(&config.nats, metrics.clone())
                 .await
                 .map_err(|e| StartError::Nats(e.to_string()))?;
             let notifier = crate::nats::NatsNotifier::new(client.clone(), metrics.clone(), events);
-            (Some(client), notifier)
+            (Some(client), Some(notifier))
+        };
+        let notifier: Arc<dyn Notifier> = match &nats_notifier {
+            Some(n) => n.clone(),
+            None => Arc::new(NoNats),
         };
         let backend = open_backend(config).await?;
         tracing::info!(
@@ -176,6 +176,13 @@ impl Server {
         );
         let backend: Arc<dyn Backend> = Arc::new(Instrumented::new(backend, metrics.clone()));
         let store = Store::new(backend);
+        if let Some(n) = &nats_notifier {
+            // Updates other instances published while we were disconnected were missed.
+            let store = store.clone();
+            n.on_connect(move || {
+                store.mark_all_stale();
+            });
+        }
 
         let mut operator_path = config.operator_jwt_path.clone();
         if operator_path.is_none() && config.store.kind == StoreKind::Nsc {
@@ -240,13 +247,13 @@ impl Server {
                 max_entries: config.cache.max_entries,
                 ttl: config.cache.ttl,
                 negative_ttl: config.cache.negative_ttl,
+                max_stale: config.cache.max_stale,
             },
         );
         let accepter = Accepter::new(
             store.clone(),
             trust,
             cache.clone(),
-            notifier.clone(),
             metrics.clone(),
             read_only_hint(config),
         );
@@ -274,6 +281,7 @@ impl Server {
                 }
             }
         }
+        announce_accepted_changes(&store, notifier.clone());
         if nats.is_some() {
             spawn_external_announcer(&store, &cache, notifier.clone());
         }
@@ -476,18 +484,36 @@ fn describe_store(config: &Config) -> String {
     }
 }
 
+/// Accepted changes that ask for it are announced by the store's observer, under the key's
+/// lock, so nats-servers hear one account's versions in store order.
+fn announce_accepted_changes(store: &Store, notifier: Arc<dyn Notifier>) {
+    store.observe(Arc::new(move |event: &nas_store::ChangeEvent| {
+        if let (false, true, Some(new)) = (event.external, event.announce, &event.new) {
+            notifier.account_changed(&event.key, new, event.seq);
+        }
+    }));
+}
+
 /// Changes made to the store by other programs (a watched read-only directory, nsc) are
 /// announced to nats-servers once they verify — the legacy read-only mode's notifications.
+/// Changes made by other account-server instances sharing the store are not: the instance that
+/// accepted a change announces it (one notification per change per deployment).
 fn spawn_external_announcer(store: &Store, cache: &VerifiedCache, notifier: Arc<dyn Notifier>) {
+    if store.backend().peers_announce() {
+        return;
+    }
     let mut events = store.subscribe();
     let cache = cache.clone();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(event) if event.external && event.new.is_some() => {
-                    cache.invalidate(&event.key).await;
+                    cache.forget_below(&event.key, event.seq).await;
                     if let Ok(crate::cache::Lookup::Found(served)) = cache.get(&event.key).await {
-                        notifier.account_changed(&served.key, &served.token).await;
+                        // Only what verifies, and only the version this event is about.
+                        if Some(&served.token) == event.new.as_ref() {
+                            notifier.account_changed(&served.key, &served.token, event.seq);
+                        }
                     }
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}

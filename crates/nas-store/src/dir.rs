@@ -41,6 +41,9 @@ use crate::{Backend, Namespace, Precondition, StoreError, Version, EXTERNAL_RESY
 const LOCKS: usize = 256;
 /// Subdirectory holding activations.
 pub const ACTIVATIONS_DIR: &str = "activations";
+/// Where tombstones of deleted accounts live: `<dir>/tombstones/<key>.jwt`, holding the delete
+/// request that made them (see [`crate::Store::delete_account_by`]).
+pub const TOMBSTONES_DIR: &str = "tombstones";
 /// The shard directory the Go v0.8 server used for activations (last two chars of a hash id).
 const LEGACY_ACTIVATION_SHARD: &str = "==";
 /// Temp files older than this are leftovers of a crash.
@@ -90,6 +93,7 @@ fn safe_key(ns: Namespace, key: &str) -> Result<(), StoreError> {
     let ok = match ns {
         Namespace::Accounts => nas_jwt::is_valid_public_key(key, nas_jwt::KeyRole::Account),
         Namespace::Activations => crate::is_valid_hash_id(key),
+        Namespace::Tombstones => nas_jwt::is_valid_public_key(key, nas_jwt::KeyRole::Account),
     };
     if ok {
         Ok(())
@@ -178,6 +182,23 @@ fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Removes `path` if present (and makes the removal durable); whether it was there.
+/// Renames an account file to `<file>.deleted` (what nats-server's full resolver does without
+/// `hard_delete`), so an operator can restore it by hand; `false` if it was absent.
+fn retire_durably(path: &Path) -> Result<bool, StoreError> {
+    let mut retired = path.as_os_str().to_owned();
+    retired.push(".deleted");
+    match fs::rename(path, &retired) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                fsync_dir(dir)?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::Io(format!("retiring {}: {e}", path.display()))),
+    }
+}
+
 fn remove_durably(path: &Path) -> Result<bool, StoreError> {
     match fs::remove_file(path) {
         Ok(()) => {
@@ -305,6 +326,10 @@ impl DirBackend {
     fn locations(&self, ns: Namespace, key: &str) -> Locations {
         let file = format!("{key}.jwt");
         match ns {
+            Namespace::Tombstones => Locations {
+                primary: self.root.join(TOMBSTONES_DIR).join(&file),
+                others: Vec::new(),
+            },
             Namespace::Activations => Locations {
                 primary: self.root.join(ACTIVATIONS_DIR).join(&file),
                 others: vec![
@@ -535,7 +560,11 @@ impl Backend for DirBackend {
             let _guard = guard;
             let mut deleted = false;
             for path in std::iter::once(&locations.primary).chain(&locations.others) {
-                deleted |= remove_durably(path)?;
+                deleted |= if ns == Namespace::Accounts {
+                    retire_durably(path)?
+                } else {
+                    remove_durably(path)?
+                };
             }
             Ok(deleted)
         })
@@ -559,6 +588,7 @@ impl Backend for DirBackend {
                     root.join(LEGACY_ACTIVATION_SHARD),
                 ],
                 Namespace::Accounts => account_dirs(&root),
+                Namespace::Tombstones => vec![root.join(TOMBSTONES_DIR)],
             };
             for dir in dirs {
                 let entries = match fs::read_dir(&dir) {
@@ -576,6 +606,9 @@ impl Backend for DirBackend {
                             nas_jwt::is_valid_public_key(key, nas_jwt::KeyRole::Account)
                         }
                         Namespace::Activations => crate::is_valid_hash_id(key),
+                        Namespace::Tombstones => {
+                            nas_jwt::is_valid_public_key(key, nas_jwt::KeyRole::Account)
+                        }
                     };
                     if valid && e.file_type().is_ok_and(|t| t.is_file()) {
                         keys.insert(key.to_owned());

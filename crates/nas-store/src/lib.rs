@@ -11,7 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,9 +22,13 @@ use nas_jwt::{is_valid_public_key, KeyRole};
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, watch, Notify};
 
+pub use order::Rank;
+
 pub mod dir;
+pub mod fault;
 pub mod memory;
 pub mod nsc;
+pub mod order;
 pub mod redis;
 pub mod s3;
 
@@ -35,6 +40,9 @@ pub enum Namespace {
     Accounts,
     /// Activation tokens, keyed by their hash id (not an nkey).
     Activations,
+    /// Tombstones of deleted accounts, keyed by account key; the value is the operator-signed
+    /// delete request that deleted the account (its `iat` is the tombstone's rank).
+    Tombstones,
 }
 
 impl Namespace {
@@ -43,6 +51,7 @@ impl Namespace {
         match self {
             Namespace::Accounts => "accounts",
             Namespace::Activations => "activations",
+            Namespace::Tombstones => "tombstones",
         }
     }
 }
@@ -162,6 +171,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn external_changes(&self) -> Option<broadcast::Receiver<String>> {
         None
     }
+    /// Whether the outside changes this backend reports were made by other account-server
+    /// instances sharing it (Redis), which announce their own writes to NATS: this instance must
+    /// then not announce them again (one notification per change per deployment). `false` for
+    /// changes made by other programs (a watched directory, nsc), which nobody else announces.
+    fn peers_announce(&self) -> bool {
+        false
+    }
     /// The PACK hash, for a backend shared by several instances that maintains it itself,
     /// atomically with its writes (so every instance reports one agreed value). `None` (the
     /// default) lets [`Store`] keep it from its own writes and scans.
@@ -227,6 +243,44 @@ pub enum PutOutcome {
         /// `iat` of the stored JWT.
         stored_iat: i64,
     },
+    /// The account was deleted by a request issued at or after this JWT's `iat` (a tombstone
+    /// holds it); nothing written.
+    Deleted {
+        /// `iat` of the delete request.
+        deleted_at: i64,
+    },
+    /// A different JWT with the same `iat` is stored and wins the tie-break of [`Rank`]
+    /// (a same-second re-issue): nothing written; the client must re-issue.
+    TieLost {
+        /// The `iat` both JWTs share.
+        iat: i64,
+    },
+}
+
+/// What [`Store::delete_account_by`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The account was deleted; its tombstone is stored.
+    Deleted,
+    /// There was no account; its tombstone is stored (a later PACK cannot bring it in).
+    Absent,
+    /// The stored account was issued after the delete request: nothing changed.
+    Stale {
+        /// `iat` of the stored account JWT.
+        stored_iat: i64,
+    },
+}
+
+/// A write's outcome and the store sequence number of the state it leaves: the stamp with which
+/// caches above the store install what the write stored (see [`Store::generation`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// What the write did.
+    pub outcome: PutOutcome,
+    /// The sequence number of the change (for `Created`/`Replaced`, or an `Unchanged` that
+    /// completed an earlier write's side effects) or the key's generation at the time of the
+    /// decision (otherwise).
+    pub seq: u64,
 }
 
 /// One effective change of an account (never sent for `Unchanged`/`Stale`, nor for a write that
@@ -242,7 +296,18 @@ pub struct ChangeEvent {
     /// Made by someone else (a watched directory, nsc, another instance), not through this
     /// store: such changes have not been verified or announced yet.
     pub external: bool,
+    /// For changes made through this store: whether the writer asked for the change to be
+    /// announced to nats-servers (a change learned from NATS is not announced back).
+    pub announce: bool,
+    /// Sequence number of the change in this store (strictly increasing over all keys; see
+    /// [`Store::generation`]).
+    pub seq: u64,
 }
+
+/// A synchronous observer of changes, called in the order of the changes of each key while the
+/// key's lock is held (so it sees one key's changes in store order, with no lag and no loss).
+/// It must be quick and must not call back into the store.
+pub type ChangeObserver = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
 
 /// The PACK hash: XOR of SHA-256 of every stored account JWT, kept per key so each change
 /// updates it in O(1) instead of rereading the store.
@@ -299,6 +364,9 @@ const KEY_LOCKS: usize = 64;
 /// Reads in flight during scans and packs: enough to hide latency of remote backends, few
 /// enough to leave the blocking pool free for requests.
 const READ_CONCURRENCY: usize = 8;
+/// Buckets of per-key generations: a key's generation is the sequence number of the latest
+/// change of any key in its bucket, so memory stays fixed however many keys change.
+const GENERATION_BUCKETS: usize = 4096;
 /// Lost CAS races retried before giving up with `Conflict` (only a backend that never lets a
 /// precondition hold, i.e. a bug, or an extreme write storm from other instances, gets there).
 const MAX_CAS_RETRIES: usize = 64;
@@ -311,6 +379,13 @@ struct Inner {
     /// Wakes the scanner: a resync was requested, or the store is being dropped.
     rescan: Arc<Notify>,
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// The last sequence number handed out (see [`Store::generation`]).
+    seq: AtomicU64,
+    /// Per bucket of keys: the sequence number of the bucket's latest change.
+    generations: Box<[AtomicU64]>,
+    /// Every generation is at least this (raised by [`Store::mark_all_stale`]).
+    floor: AtomicU64,
+    observers: RwLock<Vec<ChangeObserver>>,
 }
 
 impl Drop for Inner {
@@ -375,6 +450,13 @@ fn check_hash_id(key: &str) -> Result<(), StoreError> {
     }
 }
 
+/// The generation bucket of a key.
+fn bucket_of(key: &str) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % GENERATION_BUCKETS as u64) as usize
+}
+
 /// Runs a write on its own task so that dropping the caller's future (a client hanging up)
 /// cannot stop it between the backend write and the hash/event update.
 async fn detached<T: Send + 'static>(
@@ -404,6 +486,10 @@ impl Store {
                 locks: (0..KEY_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                seq: AtomicU64::new(0),
+                generations: (0..GENERATION_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+                floor: AtomicU64::new(0),
+                observers: RwLock::new(Vec::new()),
             }),
         };
         tokio::spawn(scanner(Arc::downgrade(&store.inner), rescan));
@@ -443,14 +529,73 @@ impl Store {
         self.inner.locks[index].lock().await
     }
 
-    fn emit(&self, key: &str, old: Option<Bytes>, new: Option<Bytes>, external: bool) {
-        // No subscriber is not an error: events are for whoever listens.
-        let _ = self.inner.events.send(ChangeEvent {
+    /// Calls `observer` with every later change, synchronously and in order per key (see
+    /// [`ChangeObserver`]). Register observers before the store is used.
+    pub fn observe(&self, observer: ChangeObserver) {
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
+    }
+
+    /// The generation of `key`: a number that grows whenever the key may have changed (it is at
+    /// least the sequence number of the key's latest change seen by this store). A cache that
+    /// reads the generation, then the store, may install what it read only if the generation is
+    /// still the same: otherwise a change overtook its read. Two keys can share a generation, so
+    /// it can grow without a change of the key itself, never the other way round.
+    pub fn generation(&self, key: &str) -> u64 {
+        let bucket = self.inner.generations[bucket_of(key)].load(AtomicOrdering::SeqCst);
+        bucket.max(self.inner.floor.load(AtomicOrdering::SeqCst))
+    }
+
+    /// The generation every key has at least: entries stamped below it may have missed a change
+    /// and must be read again before they are served.
+    pub fn floor(&self) -> u64 {
+        self.inner.floor.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Declares that changes may have been missed for any key (a change channel was re-made, a
+    /// NATS connection came back): raises every generation, so caches re-read each entry
+    /// before serving it again. Returns the new floor.
+    pub fn mark_all_stale(&self) -> u64 {
+        let seq = self.inner.seq.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        self.inner.floor.fetch_max(seq, AtomicOrdering::SeqCst);
+        seq
+    }
+
+    /// Records a change under the key's lock: a new sequence number, the key's generation,
+    /// the observers, then the broadcast. Returns the sequence number.
+    fn emit(
+        &self,
+        key: &str,
+        old: Option<Bytes>,
+        new: Option<Bytes>,
+        external: bool,
+        announce: bool,
+    ) -> u64 {
+        let seq = self.inner.seq.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        self.inner.generations[bucket_of(key)].fetch_max(seq, AtomicOrdering::SeqCst);
+        let event = ChangeEvent {
             key: key.to_owned(),
             old,
             new,
             external,
-        });
+            announce,
+            seq,
+        };
+        for observer in self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            observer(&event);
+        }
+        // No subscriber is not an error: events are for whoever listens.
+        let _ = self.inner.events.send(event);
+        seq
     }
 
     /// Reads every account's digest (concurrently, in the background).
@@ -563,7 +708,7 @@ impl Store {
         if new.as_deref().is_some_and(|b| TokenMeta::read(b).is_err()) {
             return;
         }
-        self.emit(key, None, new, true);
+        self.emit(key, None, new, true, false);
     }
 
     /// The stored account JWT (exactly the stored bytes), or `None`. Invalid keys fail with
@@ -578,20 +723,38 @@ impl Store {
             .map(|(bytes, _)| bytes))
     }
 
-    /// Newer-wins write of an account JWT the caller has verified (`meta` describes `token`):
-    /// same `jti` (or identical bytes) → `Unchanged`; stored `iat` greater → `Stale`; otherwise
-    /// an atomic create/replace. A stored value that is not a JWT is replaced.
-    ///
-    /// Writers of one key through this store are serialized; a race lost to another instance
-    /// sharing the backend is retried from the fresh value, so concurrent writers always end with
-    /// the highest `iat` stored. Emits exactly one [`ChangeEvent`] and updates the PACK hash on
-    /// `Created`/`Replaced`, nothing otherwise. Readers see the old or the new token, never a mix.
+    /// Newer-wins write of an account JWT the caller has verified (`meta` describes `token`),
+    /// announced (see [`Store::put_account`]).
     pub async fn put_account_if_newer(
         &self,
         key: &str,
         token: Bytes,
         meta: &TokenMeta,
     ) -> Result<PutOutcome, StoreError> {
+        Ok(self.put_account(key, token, meta, true).await?.outcome)
+    }
+
+    /// Newer-wins write of an account JWT the caller has verified (`meta` describes `token`),
+    /// by the ordering rule of [`order`]: identical bytes → `Unchanged`; stored version ranks
+    /// higher → `Stale` or `TieLost`; absent but deleted by a request issued at or after the
+    /// token's `iat` → `Deleted`; otherwise an atomic create/replace. A stored value that is not
+    /// a JWT is replaced. `announce` is copied into the change event for observers that notify
+    /// nats-servers.
+    ///
+    /// Writers of one key through this store are serialized; a race lost to another instance
+    /// sharing the backend is retried from the fresh value, so concurrent writers always end with
+    /// the highest rank stored. A write whose outcome is unknown (the backend answered
+    /// `Unavailable`) is read back: if it landed, its side effects (PACK hash, event) happen
+    /// now. An `Unchanged` write of bytes this store has not recorded yet (an earlier attempt
+    /// that timed out but landed, or a change nobody announced) completes those side effects
+    /// too. Readers see the old or the new token, never a mix.
+    pub async fn put_account(
+        &self,
+        key: &str,
+        token: Bytes,
+        meta: &TokenMeta,
+        announce: bool,
+    ) -> Result<Written, StoreError> {
         check_account_key(key)?;
         if token.is_empty() {
             return Err(StoreError::Corrupt {
@@ -603,7 +766,7 @@ impl Store {
             return Err(StoreError::ReadOnly);
         }
         let (store, key, meta) = (self.clone(), key.to_owned(), meta.clone());
-        detached(async move { store.put_locked(&key, token, &meta).await }).await
+        detached(async move { store.put_locked(&key, token, &meta, announce).await }).await
     }
 
     async fn put_locked(
@@ -611,26 +774,40 @@ impl Store {
         key: &str,
         token: Bytes,
         meta: &TokenMeta,
-    ) -> Result<PutOutcome, StoreError> {
+        announce: bool,
+    ) -> Result<Written, StoreError> {
         let _guard = self.lock_key(key).await;
         let backend = &self.inner.backend;
+        let offered = Rank::of(meta.iat, &token);
         for _ in 0..MAX_CAS_RETRIES {
             let current = backend.get(Namespace::Accounts, key).await?;
             let (pre, previous) = match current {
-                None => (Precondition::Absent, None),
+                None => {
+                    if let Some(deleted_at) = self.tombstone_iat(key).await? {
+                        if order::compare(&offered, &Rank::tombstone(deleted_at))
+                            != order::Verdict::Newer
+                        {
+                            return Ok(self.decided(key, PutOutcome::Deleted { deleted_at }));
+                        }
+                    }
+                    (Precondition::Absent, None)
+                }
                 Some((bytes, version)) => {
                     if bytes == token {
-                        return Ok(PutOutcome::Unchanged);
+                        return Ok(self.unchanged(key, &token, announce));
                     }
                     // An unreadable stored value is replaced, as nats-server does.
                     if let Ok(stored) = TokenMeta::read(&bytes) {
-                        if !meta.jti.is_empty() && stored.jti == meta.jti {
-                            return Ok(PutOutcome::Unchanged);
-                        }
-                        if stored.iat > meta.iat {
-                            return Ok(PutOutcome::Stale {
+                        let verdict = order::compare(&offered, &Rank::of(stored.iat, &bytes));
+                        let refused = match verdict {
+                            order::Verdict::Older => Some(PutOutcome::Stale {
                                 stored_iat: stored.iat,
-                            });
+                            }),
+                            order::Verdict::TieLost => Some(PutOutcome::TieLost { iat: meta.iat }),
+                            order::Verdict::Newer | order::Verdict::Same => None,
+                        };
+                        if let Some(outcome) = refused {
+                            return Ok(self.decided(key, outcome));
                         }
                     }
                     (Precondition::Matches(version), Some(bytes))
@@ -640,24 +817,93 @@ impl Store {
                 .put(Namespace::Accounts, key, token.clone(), pre)
                 .await
             {
-                Ok(_) => {
-                    self.lock_hash().set(key, Some(&token));
-                    self.emit(key, previous.clone(), Some(token), false);
-                    return Ok(match previous {
-                        None => PutOutcome::Created,
-                        Some(previous) => PutOutcome::Replaced { previous },
-                    });
-                }
+                Ok(_) => return Ok(self.completed(key, previous, token, announce)),
                 // Another instance wrote in between: decide again against its value.
                 Err(StoreError::Conflict) => continue,
+                Err(e @ StoreError::Unavailable(_)) => {
+                    // The write may have landed: if it did, it must not go unannounced.
+                    return match backend.get(Namespace::Accounts, key).await {
+                        Ok(Some((stored, _))) if stored == token => {
+                            Ok(self.completed(key, previous, token, announce))
+                        }
+                        _ => Err(e),
+                    };
+                }
                 Err(e) => return Err(e),
             }
         }
         Err(StoreError::Conflict)
     }
 
-    /// Deletes an account; emits one [`ChangeEvent`] with `new: None` when something was deleted
-    /// (none when it was absent). Serialized with writes of the key through this store.
+    /// A write that changed nothing, stamped with the key's current generation.
+    fn decided(&self, key: &str, outcome: PutOutcome) -> Written {
+        Written {
+            outcome,
+            seq: self.generation(key),
+        }
+    }
+
+    /// The side effects of a write that landed: PACK hash, then the change event.
+    fn completed(
+        &self,
+        key: &str,
+        previous: Option<Bytes>,
+        token: Bytes,
+        announce: bool,
+    ) -> Written {
+        self.lock_hash().set(key, Some(&token));
+        let seq = self.emit(key, previous.clone(), Some(token), false, announce);
+        let outcome = match previous {
+            None => PutOutcome::Created,
+            Some(previous) => PutOutcome::Replaced { previous },
+        };
+        Written { outcome, seq }
+    }
+
+    /// The stored bytes are the offered ones. If this store has not recorded them (the hash
+    /// holds another digest for the key), an earlier write landed without its side effects:
+    /// they happen now.
+    fn unchanged(&self, key: &str, token: &Bytes, announce: bool) -> Written {
+        let recorded = {
+            let hash = self.lock_hash();
+            hash.per_key.get(key) == Some(&sha(token))
+        };
+        let seq = if recorded {
+            self.generation(key)
+        } else {
+            self.lock_hash().set(key, Some(token));
+            self.emit(key, None, Some(token.clone()), false, announce)
+        };
+        Written {
+            outcome: PutOutcome::Unchanged,
+            seq,
+        }
+    }
+
+    /// The `iat` of the delete request that left a tombstone for `key`, if any.
+    async fn tombstone_iat(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        let Some((bytes, _)) = self.inner.backend.get(Namespace::Tombstones, key).await? else {
+            return Ok(None);
+        };
+        // An unreadable tombstone still says "deleted"; only its time is unknown, so any
+        // later-issued JWT may re-create the account.
+        Ok(Some(TokenMeta::read(&bytes).map(|m| m.iat).unwrap_or(0)))
+    }
+
+    /// The tombstone of `key`: the delete request that deleted it, or `None`.
+    pub async fn get_tombstone(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        check_account_key(key)?;
+        Ok(self
+            .inner
+            .backend
+            .get(Namespace::Tombstones, key)
+            .await?
+            .map(|(b, _)| b))
+    }
+
+    /// Deletes an account without leaving a tombstone (expiry purge, tests); emits one
+    /// [`ChangeEvent`] with `new: None` when something was deleted. Serialized with writes of
+    /// the key through this store.
     pub async fn delete_account(&self, key: &str) -> Result<bool, StoreError> {
         check_account_key(key)?;
         if self.read_only() {
@@ -666,22 +912,59 @@ impl Store {
         let (store, key) = (self.clone(), key.to_owned());
         detached(async move {
             let _guard = store.lock_key(&key).await;
-            let old = store
-                .inner
-                .backend
-                .get(Namespace::Accounts, &key)
-                .await?
-                .map(|(b, _)| b);
-            let deleted = store
-                .inner
-                .backend
-                .delete(Namespace::Accounts, &key)
-                .await?;
-            if deleted {
-                store.lock_hash().set(&key, None);
-                store.emit(&key, old, None, false);
+            store.remove_locked(&key).await
+        })
+        .await
+    }
+
+    async fn remove_locked(&self, key: &str) -> Result<bool, StoreError> {
+        let backend = &self.inner.backend;
+        let old = backend.get(Namespace::Accounts, key).await?.map(|(b, _)| b);
+        let deleted = backend.delete(Namespace::Accounts, key).await?;
+        if deleted {
+            self.lock_hash().set(key, None);
+            self.emit(key, old, None, false, false);
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes an account on behalf of a verified delete `request` (an operator-signed JWT
+    /// issued at `iat`) and leaves a tombstone holding the request, so the account cannot come
+    /// back through a PACK merge, a LOOKUP answer or a replica import of an older JWT: only an
+    /// account JWT issued after `iat` re-creates it. Refused with `Stale` when the stored
+    /// account was issued after the request (a replayed or overtaken request); an account that
+    /// is already absent still gets its tombstone. The tombstone is written before the account
+    /// is removed, so a crash in between leaves the account served and the delete to retry.
+    pub async fn delete_account_by(
+        &self,
+        key: &str,
+        request: Bytes,
+        iat: i64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        check_account_key(key)?;
+        if self.read_only() {
+            return Err(StoreError::ReadOnly);
+        }
+        let (store, key) = (self.clone(), key.to_owned());
+        detached(async move {
+            let _guard = store.lock_key(&key).await;
+            let backend = &store.inner.backend;
+            if let Some((bytes, _)) = backend.get(Namespace::Accounts, &key).await? {
+                let stored_iat = TokenMeta::read(&bytes).map(|m| m.iat).unwrap_or(0);
+                if stored_iat > iat {
+                    return Ok(DeleteOutcome::Stale { stored_iat });
+                }
             }
-            Ok(deleted)
+            if store.tombstone_iat(&key).await?.map_or(true, |t| t < iat) {
+                backend
+                    .put(Namespace::Tombstones, &key, request, Precondition::Any)
+                    .await?;
+            }
+            Ok(if store.remove_locked(&key).await? {
+                DeleteOutcome::Deleted
+            } else {
+                DeleteOutcome::Absent
+            })
         })
         .await
     }
@@ -710,7 +993,7 @@ impl Store {
                 }
                 if backend.delete(Namespace::Accounts, &key).await? {
                     store.lock_hash().set(&key, None);
-                    store.emit(&key, Some(bytes), None, false);
+                    store.emit(&key, Some(bytes), None, false, false);
                     purged.push(key);
                 }
             }
@@ -877,10 +1160,17 @@ async fn forward_external(weak: Weak<Inner>, mut external: broadcast::Receiver<S
         let Some(inner) = weak.upgrade() else { return };
         let store = Store { inner };
         match received {
-            Ok(key) if key == EXTERNAL_RESYNC => store.inner.rescan.notify_one(),
+            // Some changes may have been missed: every cached entry must be read again before
+            // it is served, and the differences are reported once everything is re-read.
+            Ok(key) if key == EXTERNAL_RESYNC => {
+                store.mark_all_stale();
+                store.inner.rescan.notify_one()
+            }
             Ok(key) => store.external_change(&key).await,
-            // Some keys were missed: re-read everything and report the differences.
-            Err(broadcast::error::RecvError::Lagged(_)) => store.inner.rescan.notify_one(),
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                store.mark_all_stale();
+                store.inner.rescan.notify_one()
+            }
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }

@@ -243,9 +243,9 @@ impl Backend for NscBackend {
     }
 
     /// Reads the account's file now (the index only says where it is). nsc holds no
-    /// activations: always `None` for them.
+    /// activations or tombstones: always `None` for them.
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
-        if ns == Namespace::Activations {
+        if ns != Namespace::Accounts {
             return Ok(None);
         }
         let Some(path) = self.path_of(key) else {
@@ -284,7 +284,7 @@ impl Backend for NscBackend {
         ns: Namespace,
     ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
         let keys: Vec<Result<String, StoreError>> = match ns {
-            Namespace::Activations => Vec::new(),
+            Namespace::Activations | Namespace::Tombstones => Vec::new(),
             Namespace::Accounts => self
                 .index
                 .read()

@@ -336,6 +336,7 @@ impl RedisBackend {
         match ns {
             Namespace::Accounts => format!("{}a:{key}", self.tag),
             Namespace::Activations => format!("{}v:{key}", self.tag),
+            Namespace::Tombstones => format!("{}t:{key}", self.tag),
         }
     }
 
@@ -498,6 +499,12 @@ impl Backend for RedisBackend {
             )
             .await?;
         Ok(Box::pin(futures::stream::iter(keys.into_iter().map(Ok))))
+    }
+
+    /// The other writers of a Redis store are account-server instances, which announce their
+    /// own writes.
+    fn peers_announce(&self) -> bool {
+        true
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -1,9 +1,12 @@
 //! Change notifications on `$SYS.ACCOUNT.<key>.CLAIMS.UPDATE`.
 //!
-//! Writers never wait for NATS: a change is put in a queue (one entry per account, the latest
-//! change wins) and one background task publishes the queue whenever the connection is up. One
-//! publisher keeps the wire order equal to the order of the changes, so a nats-server never
-//! receives an older JWT after a newer one (a full resolver would store it unconditionally).
+//! Writers never wait for NATS: a change is put in a queue (one entry per account; the change
+//! with the highest store sequence number wins, whatever order the calls come in) and one
+//! background task publishes the queue whenever the connection is up. The store calls
+//! [`Notifier::account_changed`] under the account's lock, so changes of one account are queued
+//! in store order; one publisher keeps the wire order equal to the order of the changes, so a
+//! nats-server never receives an older JWT after a newer one (a full resolver would store it
+//! unconditionally).
 //! A batch is removed from the queue only after a flush confirmed the server received it;
 //! otherwise it goes back (unless a newer change for the account arrived meanwhile) and is
 //! published after the reconnect.
@@ -37,9 +40,10 @@ pub(crate) fn update_subject(key: &str) -> String {
 
 #[derive(Default)]
 struct Queue {
-    /// Orders changes: a re-queued entry never replaces a later change of the same account.
+    /// Orders publication across accounts (oldest queued first).
     next_seq: u64,
-    pending: HashMap<String, (u64, Bytes)>,
+    /// Per account: store sequence number of the change, queue order, JWT.
+    pending: HashMap<String, (u64, u64, Bytes)>,
 }
 
 /// Publishes accepted changes on `$SYS.ACCOUNT.<key>.CLAIMS.UPDATE`, queueing them while the
@@ -50,6 +54,8 @@ pub struct NatsNotifier {
     wake: Notify,
     /// Reconnect attempts are exhausted: nothing can be published any more.
     closed: AtomicBool,
+    /// Called on every (re)connect: updates published by others while we were away were missed.
+    on_connect: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -65,10 +71,17 @@ impl NatsNotifier {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            on_connect: Mutex::new(None),
             metrics,
         });
         tokio::spawn(publisher(Arc::downgrade(&notifier), events));
         notifier
+    }
+
+    /// Sets what to do whenever the connection is (re)established, e.g. mark every cached
+    /// account for re-reading since updates from other instances may have been missed.
+    pub fn on_connect(&self, f: impl Fn() + Send + Sync + 'static) {
+        *self.on_connect.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
     }
 
     /// Number of changes waiting for publication.
@@ -88,7 +101,9 @@ impl NatsNotifier {
             .inc();
     }
 
-    fn enqueue(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
+    /// Queues `jwt` for `key` unless a change with a higher `seq` is queued (`replace: false`:
+    /// only if nothing is queued for the key).
+    fn enqueue(&self, key: &str, jwt: &Bytes, seq: u64, replace: bool) -> NotifyOutcome {
         if self.closed.load(Ordering::Relaxed) {
             self.count("dropped");
             tracing::error!("notification for {key} dropped: the NATS connection is closed");
@@ -104,9 +119,17 @@ impl NatsNotifier {
                 );
                 return NotifyOutcome::Failed("notification queue full".into());
             }
-            queue.next_seq += 1;
-            let seq = queue.next_seq;
-            queue.pending.insert(key.to_owned(), (seq, jwt.clone()));
+            let newest = match queue.pending.get(key) {
+                None => true,
+                Some((queued, _, _)) => replace && seq >= *queued,
+            };
+            if newest {
+                queue.next_seq += 1;
+                let order = queue.next_seq;
+                queue
+                    .pending
+                    .insert(key.to_owned(), (seq, order, jwt.clone()));
+            }
         }
         if !is_connected(&self.client) {
             self.count("queued");
@@ -121,16 +144,16 @@ impl NatsNotifier {
         if !is_connected(&self.client) {
             return;
         }
-        let mut batch: Vec<(String, u64, Bytes)> = self
+        let mut batch: Vec<(String, u64, u64, Bytes)> = self
             .queue()
             .pending
             .drain()
-            .map(|(key, (seq, jwt))| (key, seq, jwt))
+            .map(|(key, (seq, order, jwt))| (key, seq, order, jwt))
             .collect();
         if batch.is_empty() {
             return;
         }
-        batch.sort_by_key(|(_, seq, _)| *seq);
+        batch.sort_by_key(|(_, _, order, _)| *order);
         match self.send(&batch).await {
             Ok(()) => {
                 self.metrics
@@ -145,16 +168,16 @@ impl NatsNotifier {
                     batch.len()
                 );
                 let mut queue = self.queue();
-                for (key, seq, jwt) in batch {
+                for (key, seq, order, jwt) in batch {
                     // An entry present now is a later change of that account: it wins.
-                    queue.pending.entry(key).or_insert((seq, jwt));
+                    queue.pending.entry(key).or_insert((seq, order, jwt));
                 }
             }
         }
     }
 
-    async fn send(&self, batch: &[(String, u64, Bytes)]) -> Result<(), String> {
-        for (key, _, jwt) in batch {
+    async fn send(&self, batch: &[(String, u64, u64, Bytes)]) -> Result<(), String> {
+        for (key, _, _, jwt) in batch {
             tokio::time::timeout(
                 SEND_TIMEOUT,
                 self.client.publish(update_subject(key), jwt.clone()),
@@ -183,6 +206,11 @@ async fn publisher(notifier: Weak<NatsNotifier>, mut events: mpsc::UnboundedRece
             () = tokio::time::sleep(RETRY_TICK) => {}
             event = events.recv() => match event {
                 Some(Event::Closed) => this.closed.store(true, Ordering::Relaxed),
+                Some(Event::Connected) => {
+                    if let Some(f) = &*this.on_connect.lock().unwrap_or_else(|p| p.into_inner()) {
+                        f();
+                    }
+                }
                 Some(_) => {}
                 // The client is gone (the server stopped): nothing can be published any more.
                 None => return,
@@ -192,14 +220,13 @@ async fn publisher(notifier: Weak<NatsNotifier>, mut events: mpsc::UnboundedRece
     }
 }
 
-#[async_trait::async_trait]
 impl Notifier for NatsNotifier {
-    async fn account_changed(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
-        self.enqueue(key, jwt)
+    fn account_changed(&self, key: &str, jwt: &Bytes, seq: u64) -> NotifyOutcome {
+        self.enqueue(key, jwt, seq, true)
     }
 
-    async fn republish(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
-        self.enqueue(key, jwt)
+    fn republish(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
+        self.enqueue(key, jwt, 0, false)
     }
 }
 
@@ -232,21 +259,15 @@ mod tests {
             Bytes::from_static(b"a2"),
             Bytes::from_static(b"b"),
         );
-        assert_eq!(
-            notifier.account_changed("A", &a1).await,
-            NotifyOutcome::Sent
-        );
-        assert_eq!(notifier.account_changed("B", &b).await, NotifyOutcome::Sent);
-        assert_eq!(
-            notifier.account_changed("A", &a2).await,
-            NotifyOutcome::Sent
-        );
+        assert_eq!(notifier.account_changed("A", &a1, 1), NotifyOutcome::Sent);
+        assert_eq!(notifier.account_changed("B", &b, 2), NotifyOutcome::Sent);
+        assert_eq!(notifier.account_changed("A", &a2, 3), NotifyOutcome::Sent);
         assert_eq!(notifier.pending(), 2, "one entry per account");
         let queue = notifier.queue();
-        let (seq_a, jwt_a) = &queue.pending["A"];
+        let (_, order_a, jwt_a) = &queue.pending["A"];
         assert_eq!(jwt_a, &a2, "the latest change wins");
         assert!(
-            *seq_a > queue.pending["B"].0,
+            *order_a > queue.pending["B"].1,
             "A's latest change is the newest"
         );
         drop(queue);
@@ -255,6 +276,22 @@ mod tests {
             3
         );
         assert_eq!(metrics.notifications.with_label_values(&["sent"]).get(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_older_change_arriving_late_never_replaces_a_newer_one() {
+        let metrics = Arc::new(Metrics::new());
+        let (_tx, events) = mpsc::unbounded_channel();
+        let notifier = NatsNotifier::new(offline_client().await, metrics, events);
+        let (v2, v3) = (Bytes::from_static(b"v2"), Bytes::from_static(b"v3"));
+        notifier.account_changed("A", &v3, 6);
+        notifier.account_changed("A", &v2, 5);
+        notifier.republish("A", &v2);
+        assert_eq!(
+            notifier.queue().pending["A"].2,
+            v3,
+            "v3 (seq 6) stays queued"
+        );
     }
 
     #[tokio::test]
@@ -268,9 +305,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(matches!(
-            notifier
-                .account_changed("A", &Bytes::from_static(b"a"))
-                .await,
+            notifier.account_changed("A", &Bytes::from_static(b"a"), 1),
             NotifyOutcome::Failed(_)
         ));
         assert_eq!(

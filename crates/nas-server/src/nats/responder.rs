@@ -11,7 +11,7 @@ use async_nats::{Client, Message};
 use bytes::Bytes;
 use futures::StreamExt;
 use nas_jwt::{is_valid_public_key, KeyRole, OperatorTrust};
-use nas_store::Store;
+use nas_store::{DeleteOutcome, Store};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
@@ -278,7 +278,7 @@ impl Responder {
             Err(e) => {
                 self.count(
                     "update",
-                    if matches!(e, AcceptError::Stale { .. }) {
+                    if e.is_superseded() {
                         "stale"
                     } else {
                         "rejected"
@@ -384,7 +384,7 @@ impl Responder {
                 {
                     Ok((Accepted::Unchanged, _)) => {}
                     Ok(_) => merged += 1,
-                    Err(AcceptError::Stale { .. }) => {}
+                    Err(e) if e.is_superseded() => {}
                     Err(e) => {
                         refused += 1;
                         tracing::debug!("PACK line for {key} refused: {e}");
@@ -449,6 +449,16 @@ impl Responder {
         {
             return fail("not trusted");
         }
+        // nats-server checks neither; a captured request must not delete a re-created account
+        // later, nor one issued for later act now.
+        let now = nas_jwt::unix_now();
+        if claims.exp() > 0 && now > claims.exp() {
+            return fail("request expired");
+        }
+        if claims.nbf() > now {
+            return fail("request not yet valid");
+        }
+        let iat = claims.iat();
         let nas_jwt::AnyClaims::Generic(generic) = claims else {
             return fail("malformed request");
         };
@@ -475,12 +485,19 @@ impl Responder {
             }
         }
         let (mut deleted, mut errors) = (0, Vec::new());
+        let request = Bytes::copy_from_slice(payload.trim_ascii());
         for key in &keys {
-            match self.store.delete_account(key).await {
-                Ok(_) => {
+            match self.store.delete_account_by(key, request.clone(), iat).await {
+                Ok(DeleteOutcome::Deleted | DeleteOutcome::Absent) => {
                     deleted += 1;
-                    self.cache.invalidate(key).await;
+                    // Read-your-writes on this instance; the change event does the same later.
+                    self.cache
+                        .forget_below(key, self.store.generation(key).saturating_add(1))
+                        .await;
                 }
+                Ok(DeleteOutcome::Stale { stored_iat }) => errors.push(format!(
+                    "{key}: the stored account JWT (issued at {stored_iat}) is newer than the delete request (issued at {iat})"
+                )),
                 Err(e) => errors.push(format!("{key}: {e}")),
             }
         }

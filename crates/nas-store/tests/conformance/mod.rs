@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use nas_jwt::{encode, AccountClaims, KeyRole, SigningKey};
-use nas_store::{Backend, Namespace, Precondition, PutOutcome, Store, StoreError, TokenMeta};
+use nas_store::{Backend, Namespace, Precondition, PutOutcome, Rank, Store, StoreError, TokenMeta};
 use sha2::{Digest, Sha256};
 
 /// A Go-made fixture from `tests/fixtures/jwt`.
@@ -79,9 +79,10 @@ fn drain(
     out
 }
 
-/// Newer wins by `iat` (Go fixtures account_c_old/new/new_same_jti), same `jti` and identical
-/// bytes are no-ops, older is refused, equal `iat` with another `jti` replaces; exactly one
-/// event per effective change and none otherwise.
+/// Newer wins by `iat` (Go fixtures account_c_old/new/new_same_jti), identical bytes are
+/// no-ops, older is refused, equal `iat` is decided by the tie-break of [`nas_store::Rank`]
+/// (the same-`jti` fixture included: same `jti`, other content); exactly one event per
+/// effective change and none otherwise.
 pub async fn newer_wins_and_events(backend: Arc<dyn Backend>) {
     let store = Store::new(backend);
     let mut events = store.subscribe();
@@ -131,12 +132,44 @@ pub async fn newer_wins_and_events(backend: Arc<dyn Backend>) {
             stored_iat: meta(&new).iat
         })
     );
-    assert_eq!(
+    // Same jti and iat, other content: the tie-break decides; never a silent 'unchanged'.
+    let same_wins = Rank::of(meta(&same).iat, &same) > Rank::of(meta(&new).iat, &new);
+    assert_eq!(meta(&same).iat, meta(&new).iat);
+    let tie = store
+        .put_account_if_newer(&key, same.clone(), &meta(&same))
+        .await;
+    if same_wins {
+        assert_eq!(
+            tie,
+            Ok(PutOutcome::Replaced {
+                previous: new.clone()
+            })
+        );
+        assert_eq!(drain(&mut events).len(), 1);
+        // Put `new` back the only way the rule allows: it loses now.
+        assert_eq!(
+            store
+                .put_account_if_newer(&key, new.clone(), &meta(&new))
+                .await,
+            Ok(PutOutcome::TieLost {
+                iat: meta(&new).iat
+            })
+        );
+        assert_eq!(store.delete_account(&key).await, Ok(true));
+        assert_eq!(drain(&mut events).len(), 1);
         store
-            .put_account_if_newer(&key, same.clone(), &meta(&same))
-            .await,
-        Ok(PutOutcome::Unchanged)
-    );
+            .put_account_if_newer(&key, new.clone(), &meta(&new))
+            .await
+            .unwrap();
+        drain(&mut events);
+    } else {
+        assert_eq!(
+            tie,
+            Ok(PutOutcome::TieLost {
+                iat: meta(&same).iat
+            })
+        );
+    }
     assert_eq!(
         store
             .put_account_if_newer(&key, new.clone(), &meta(&new))
@@ -162,19 +195,31 @@ pub async fn newer_wins_and_events(backend: Arc<dyn Backend>) {
     assert_eq!(store.get_account(&key).await.unwrap(), None);
     assert_eq!(store.pack_hash().await.unwrap(), [0u8; 32]);
 
-    // Equal iat with another jti replaces (nsc can issue two edits within one second).
+    // Equal iat with another jti (nsc can issue two edits within one second): the higher rank
+    // replaces, the lower is refused with TieLost, in either order.
     let signer = SigningKey::generate(KeyRole::Operator);
     let key = new_account_key();
-    let a = mint(&signer, &key, 1_000, 0);
+    let x = mint(&signer, &key, 1_000, 0);
     let mut claims = AccountClaims::new_account(&key, "renamed");
-    let b = Bytes::from(encode(&mut claims, &signer, 1_000).unwrap());
+    let y = Bytes::from(encode(&mut claims, &signer, 1_000).unwrap());
+    let (a, b) = if Rank::of(1_000, &x) < Rank::of(1_000, &y) {
+        (x, y)
+    } else {
+        (y, x)
+    };
     assert_eq!(
         store.put_account_if_newer(&key, a.clone(), &meta(&a)).await,
         Ok(PutOutcome::Created)
     );
     assert_eq!(
         store.put_account_if_newer(&key, b.clone(), &meta(&b)).await,
-        Ok(PutOutcome::Replaced { previous: a })
+        Ok(PutOutcome::Replaced {
+            previous: a.clone()
+        })
+    );
+    assert_eq!(
+        store.put_account_if_newer(&key, a.clone(), &meta(&a)).await,
+        Ok(PutOutcome::TieLost { iat: 1_000 })
     );
     assert_eq!(drain(&mut events).len(), 2);
     // An empty token is never stored.
@@ -239,6 +284,7 @@ pub async fn concurrent_writers_newest_wins(backend: Arc<dyn Backend>) {
                     PutOutcome::Created | PutOutcome::Replaced { .. } => changes += 1,
                     PutOutcome::Stale { stored_iat } => assert!(stored_iat > meta(t).iat),
                     PutOutcome::Unchanged => panic!("every token is distinct"),
+                    other => panic!("distinct iats, no deletes: {other:?}"),
                 }
             }
             changes
