@@ -1,7 +1,7 @@
 //! The verified-JWT cache: the hot path of `GET /jwt/v1/accounts/<key>`.
 //!
 //! A hit costs a hash lookup and an `Arc` clone: no store read, no signature check, no parsing.
-//! A miss loads once per key however many requests wait (moka's per-key compute), verifies
+//! A miss loads once per key however many requests wait (a single-flight map), verifies
 //! signature, subject and trust, and caches the result; unknown keys are cached as missing for a
 //! short time so a flood of misses does not become a flood of store reads.
 //!
@@ -24,8 +24,11 @@
 //! served for at most `maxstale` after the store last confirmed it; any change the instance
 //! learns of removes it, so a newer version or a delete is never hidden behind it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
 
 use bytes::Bytes;
 use moka::future::Cache;
@@ -185,7 +188,11 @@ pub struct VerifiedCache {
     metrics: Arc<Metrics>,
     ttl: Option<Duration>,
     max_stale: Duration,
+    inflight: Arc<Mutex<HashMap<String, SharedLoad>>>,
 }
+
+/// A load in flight, awaited by every request that missed the key meanwhile.
+type SharedLoad = Shared<BoxFuture<'static, Result<Lookup, Arc<StoreError>>>>;
 
 impl VerifiedCache {
     /// Creates the cache and starts invalidating it from the store's change events.
@@ -214,6 +221,7 @@ impl VerifiedCache {
             metrics,
             ttl: options.ttl,
             max_stale: options.max_stale,
+            inflight: Arc::default(),
         };
         this.spawn_invalidation();
         this
@@ -280,14 +288,68 @@ impl VerifiedCache {
             return Ok(hit);
         }
         self.metrics.cache_misses.inc();
-        let mut answer: Option<Result<Lookup, Arc<StoreError>>> = None;
+        self.load_once(key).await
+    }
+
+    /// Single-flight: concurrent misses of one key share one load. The load runs on its own
+    /// task, so it finishes (and leaves the in-flight map) even when every waiter hangs up.
+    async fn load_once(&self, key: &str) -> Result<Lookup, Arc<StoreError>> {
+        let shared = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match inflight.get(key) {
+                Some(load) => load.clone(),
+                None => {
+                    let (this, owned) = (self.clone(), key.to_owned());
+                    let task = tokio::spawn(async move {
+                        let result = this.refresh(&owned).await;
+                        this.inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&owned);
+                        result
+                    });
+                    let load = async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(Arc::new(StoreError::Io(format!("cache load failed: {e}"))))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(key.to_owned(), load.clone());
+                    load
+                }
+            }
+        };
+        shared.await
+    }
+
+    /// Serves what another request just loaded, repeats a recent failure, or reads the store
+    /// and installs what it read by the ordering rule. The store is read outside moka's
+    /// per-key lock, so a slow read never holds up a write installing its own version.
+    async fn refresh(&self, key: &str) -> Result<Lookup, Arc<StoreError>> {
+        let now = Instant::now();
+        if let Some(slot) = self.cache.get(key).await {
+            if self.servable(&slot, now) {
+                if let Some(lookup) = &slot.lookup {
+                    return Ok(lookup.clone());
+                }
+            }
+            if let Some((at, error)) = &slot.failure {
+                if now.duration_since(*at) < RETRY_AFTER {
+                    return self.stale_or(&slot, error.clone(), now);
+                }
+            }
+        }
+        let stamp = self.store.generation(key);
+        let loaded = self.load(key).await;
+        let mut answer = None;
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|current| {
                 let answer = &mut answer;
                 async move {
                     let current = current.map(|e| e.into_value());
-                    let (op, result) = self.refresh(key, current).await;
+                    let (op, result) = self.install_loaded(key, current, stamp, loaded, now);
                     *answer = Some(result);
                     op
                 }
@@ -296,28 +358,16 @@ impl VerifiedCache {
         answer.unwrap_or(Ok(Lookup::Missing))
     }
 
-    /// Runs under the key's compute lock: serves what another request just loaded, repeats a
-    /// recent failure, or loads — and says what to install.
-    async fn refresh(
+    /// Runs under the key's compute lock: what a finished load may install.
+    fn install_loaded(
         &self,
         key: &str,
         current: Option<Slot>,
+        stamp: u64,
+        loaded: Result<Lookup, StoreError>,
+        now: Instant,
     ) -> (Op<Slot>, Result<Lookup, Arc<StoreError>>) {
-        let now = Instant::now();
-        if let Some(slot) = &current {
-            if self.servable(slot, now) {
-                if let Some(lookup) = &slot.lookup {
-                    return (Op::Nop, Ok(lookup.clone()));
-                }
-            }
-            if let Some((at, error)) = &slot.failure {
-                if now.duration_since(*at) < RETRY_AFTER {
-                    return (Op::Nop, self.stale_or(slot, error.clone(), now));
-                }
-            }
-        }
-        let stamp = self.store.generation(key);
-        match self.load(key).await {
+        match loaded {
             Ok(lookup) => {
                 // A change overtook the read: serve what was read (this request overlapped the
                 // change) but install nothing; the next request reads again.

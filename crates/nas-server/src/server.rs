@@ -149,6 +149,16 @@ impl Server {
     /// Opens the store, loads the operator and system account, connects to NATS (in the
     /// background) and starts the listeners. Must run inside a tokio runtime.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
+        Server::start_with(config, |backend| backend).await
+    }
+
+    /// [`Server::start`] with the configured backend passed through `wrap` first (a decorator
+    /// such as [`nas_store::fault::FaultBackend`] for fault-injection tests, or an embedding's
+    /// own instrumentation).
+    pub async fn start_with(
+        config: &Config,
+        wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+    ) -> Result<Server, StartError> {
         tracing::info!(
             "starting NATS Account server, version {}",
             env!("CARGO_PKG_VERSION")
@@ -168,7 +178,7 @@ impl Server {
             Some(n) => n.clone(),
             None => Arc::new(NoNats),
         };
-        let backend = open_backend(config).await?;
+        let backend = wrap(open_backend(config).await?);
         tracing::info!(
             "creating a {} store ({})",
             backend.kind(),
