@@ -823,3 +823,241 @@ async fn replica_follows_primary_notifications_and_is_no_nats_write_target() {
     replica.stop().await;
     primary.stop().await;
 }
+
+/// An operator-signed delete request (nsc's generic claim) for `accounts`, issued at `iat`,
+/// expiring at `exp` (0 = never).
+fn delete_request(accounts: Vec<String>, signer: &SigningKey, iat: i64, exp: i64) -> Vec<u8> {
+    let mut claims = GenericClaims::new(signer.public_key().as_str(), "");
+    claims.nats.insert("accounts".into(), accounts.into());
+    claims.exp = exp;
+    encode(&mut claims, signer, iat).unwrap().into_bytes()
+}
+
+#[tokio::test]
+async fn deletes_stick_and_captured_or_expired_requests_are_refused() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("tomb");
+    let (app, app_jwt) = op.account("APP");
+    let key = app.public_key().as_str().to_owned();
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |c| c.nats.allow_delete = true).await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&server).await;
+    std::fs::write(tmp.path().join("nsc.creds"), system_user_creds(&op)).unwrap();
+    let nsc = connect(&nats, &tmp.path().join("nsc.creds")).await.unwrap();
+    assert_eq!(post(&server, &key, &app_jwt).await, 200);
+    let ask = |subject: &'static str, payload: Vec<u8>| {
+        let nsc = nsc.clone();
+        async move { ours(&collect(&nsc, subject, payload, Duration::from_secs(1)).await) }
+    };
+
+    // An expired request and one not valid yet are refused; the account stays.
+    let expired = delete_request(vec![key.clone()], &op.signing_key, now() - 20, now() - 10);
+    let reply = ask("$SYS.REQ.CLAIMS.DELETE", expired).await;
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("request expired"),
+        "{reply}"
+    );
+    let mut early = GenericClaims::new(op.signing_key.public_key().as_str(), "");
+    early
+        .nats
+        .insert("accounts".into(), vec![key.clone()].into());
+    early.nbf = now() + 3600;
+    let early = encode(&mut early, &op.signing_key, now())
+        .unwrap()
+        .into_bytes();
+    let reply = ask("$SYS.REQ.CLAIMS.DELETE", early).await;
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("request not yet valid"),
+        "{reply}"
+    );
+    assert_eq!(get_status(&server, &key).await, 200);
+
+    // The delete: the file is renamed as nats-server's full resolver does, a tombstone stays.
+    let deleted_at = now() + 1;
+    let request = delete_request(vec![key.clone()], &op.signing_key, deleted_at, 0);
+    let reply = ask("$SYS.REQ.CLAIMS.DELETE", request.clone()).await;
+    assert_eq!(reply["data"]["message"], "deleted 1 accounts", "{reply}");
+    assert_eq!(get_status(&server, &key).await, 404);
+    let store_dir = tmp.path().join("jwt");
+    assert!(store_dir.join(format!("{key}.jwt.deleted")).is_file());
+    assert!(store_dir
+        .join("tombstones")
+        .join(format!("{key}.jwt"))
+        .is_file());
+
+    // The old JWT cannot come back: not by POST, not by an UPDATE, not by a PACK line.
+    let http = reqwest::Client::new()
+        .post(format!("{}/jwt/v1/accounts/{key}", server.url()))
+        .body(app_jwt.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http.status(), 409);
+    assert!(http.text().await.unwrap().contains("deleted"));
+    let reply = ask("$SYS.REQ.CLAIMS.UPDATE", app_jwt.clone().into_bytes()).await;
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("deleted"),
+        "{reply}"
+    );
+    assert_eq!(get_status(&server, &key).await, 404);
+
+    // A JWT issued after the delete re-creates it; replaying the captured request then fails.
+    let again = reissue(&op, &app, "APP-2", deleted_at + 1, |_| {});
+    assert_eq!(post(&server, &key, &again).await, 200);
+    let reply = ask("$SYS.REQ.CLAIMS.DELETE", request).await;
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("newer than the delete request"),
+        "{reply}"
+    );
+    assert_eq!(get_status(&server, &key).await, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn racing_posts_are_announced_in_store_order_and_end_with_the_newest() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("order");
+    let (a, _) = op.account("A");
+    let (b, b_jwt) = op.account("B");
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |_| {}).await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&server).await;
+    std::fs::write(tmp.path().join("watch.creds"), system_user_creds(&op)).unwrap();
+    let watcher = connect(&nats, &tmp.path().join("watch.creds"))
+        .await
+        .unwrap();
+    let mut updates = watcher
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let base = now() + 10;
+    let versions: Vec<String> = (0..40)
+        .map(|i| reissue(&op, &a, "A", base + i, |_| {}))
+        .collect();
+    let mut tasks = Vec::new();
+    for v in versions.iter().rev().cloned() {
+        let (url, key) = (server.url(), a.public_key().as_str().to_owned());
+        tasks.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/jwt/v1/accounts/{key}"))
+                .body(v)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        let status = t.await.unwrap();
+        assert!(status == 200 || status == 409, "{status}");
+    }
+    assert_eq!(post(&server, b.public_key().as_str(), &b_jwt).await, 200);
+    let mut iats = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(15), updates.next())
+            .await
+            .expect("the sentinel notification arrives")
+            .unwrap();
+        if msg.subject.as_str().contains(b.public_key().as_str()) {
+            break;
+        }
+        iats.push(nas_store::TokenMeta::read(&msg.payload).unwrap().iat);
+    }
+    assert!(
+        iats.windows(2).all(|w| w[0] < w[1]),
+        "older after newer: {iats:?}"
+    );
+    assert_eq!(
+        iats.last(),
+        Some(&(base + 39)),
+        "the last notification is the newest"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_announce_each_change_once() {
+    let bin = require_nats_servers().pop().unwrap();
+    let redis = nas_testkit::RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("fanout");
+    let (a, a_jwt) = op.account("A");
+    let (b, b_jwt) = op.account("B");
+    let nats_port = free_port();
+    let on_redis = |c: &mut Config| {
+        c.store.kind = StoreKind::Redis;
+        c.store.url = Some(redis.url());
+        c.store.prefix = "fanout:".into();
+    };
+    let one = start_ours(tmp.path(), &op, nats_port, on_redis).await;
+    let two = start_ours(tmp.path(), &op, nats_port, on_redis).await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&one).await;
+    wait_connected(&two).await;
+    std::fs::write(tmp.path().join("watch.creds"), system_user_creds(&op)).unwrap();
+    let watcher = connect(&nats, &tmp.path().join("watch.creds"))
+        .await
+        .unwrap();
+    let mut updates = watcher
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let before = two.store.generation(a.public_key().as_str());
+    assert_eq!(post(&one, a.public_key().as_str(), &a_jwt).await, 200);
+    eventually("instance two hears of the write", || async {
+        two.store.generation(a.public_key().as_str()) > before
+    })
+    .await;
+    // Two's notifications are ordered: a re-announcement of A would arrive before its B.
+    assert_eq!(post(&two, b.public_key().as_str(), &b_jwt).await, 200);
+    let mut seen = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(15), updates.next())
+            .await
+            .expect("the sentinel notification arrives")
+            .unwrap();
+        let done = msg.subject.as_str().contains(b.public_key().as_str());
+        seen.push(msg.subject.to_string());
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", a.public_key()),
+            format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", b.public_key()),
+        ],
+        "one notification per change per deployment"
+    );
+    one.stop().await;
+    two.stop().await;
+}

@@ -1,0 +1,443 @@
+//! A Jepsen-style history check of "newest wins" across three account-server processes on one
+//! real redis-server (durable: AOF, fsync always), with faults injected while clients POST
+//! versioned JWTs and GET them: `CLIENT PAUSE … WRITE`, `CLIENT KILL TYPE pubsub`, a SIGKILL
+//! and restart of redis-server, a SIGKILL and restart of an instance.
+//!
+//! Every operation is recorded with its start and end time; the checker then asserts:
+//! 1. no acknowledged version is lost (each account ends at or above its newest 200);
+//! 2. a GET on the instance that acknowledged a version, starting after the 200, returns that
+//!    version or a newer one;
+//! 3. a GET on any instance starting more than [`STALENESS_BOUND`] after a 200 returns that
+//!    version or a newer one (the bound the README states for Redis deployments);
+//! 4. once the faults stop, every instance serves the same, newest stored version.
+//!
+//! Seeded and bounded: `NAS_HISTORY_SEED` replays a run, `NAS_HISTORY_SECS` (default 20) sets
+//! its length; `scripts/soak.sh` runs it for ten minutes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nas_jwt::SigningKey;
+use nas_testkit::{free_port, RedisServer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+mod common;
+use common::{reissue, Operator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nats-account-server");
+/// Cross-instance staleness bound for one Redis (pub/sub, and a resync after a reconnect).
+const STALENESS_BOUND: Duration = Duration::from_secs(2);
+const INSTANCES: usize = 3;
+const ACCOUNTS: usize = 4;
+const CLIENTS: usize = 6;
+
+/// One account-server process on a fixed port, restartable.
+struct Instance {
+    port: u16,
+    config: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Instance {
+    fn new(dir: &Path, index: usize, redis_url: &str) -> Instance {
+        let port = free_port();
+        let config = dir.join(format!("nas-{index}.conf"));
+        let mut f = std::fs::File::create(&config).unwrap();
+        writeln!(
+            f,
+            "operatorjwtpath: \"{}\"\nhttp {{ host: \"127.0.0.1\", port: {port} }}\nstore {{ type: redis, url: \"{redis_url}\", prefix: \"history:\" }}",
+            dir.join("operator.jwt").display()
+        )
+        .unwrap();
+        let mut instance = Instance {
+            port,
+            config,
+            child: None,
+        };
+        instance.start();
+        instance
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(BIN)
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "instance never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Post(i64),
+    Get,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    instance: usize,
+    account: usize,
+    kind: Kind,
+    start: Duration,
+    end: Duration,
+    status: u16,
+    /// `iat` of the JWT a GET returned.
+    got: Option<i64>,
+}
+
+fn iat_of(body: &[u8]) -> Option<i64> {
+    nas_store::TokenMeta::read(body).ok().map(|m| m.iat)
+}
+
+/// Runs one client until `deadline`, appending to `history`.
+#[allow(clippy::too_many_arguments)]
+async fn client(
+    seed: u64,
+    urls: Arc<Vec<String>>,
+    op: Arc<Operator>,
+    keys: Arc<Vec<SigningKey>>,
+    next: Arc<Vec<AtomicI64>>,
+    t0: Instant,
+    deadline: Instant,
+    history: Arc<Mutex<Vec<Record>>>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    while Instant::now() < deadline {
+        let instance = rng.gen_range(0..urls.len());
+        let account = rng.gen_range(0..keys.len());
+        let key = keys[account].public_key().as_str().to_owned();
+        let url = format!("{}/jwt/v1/accounts/{key}", urls[instance]);
+        let start = t0.elapsed();
+        let (kind, sent) = if rng.gen_bool(0.3) {
+            let iat = next[account].fetch_add(1, Ordering::SeqCst);
+            let jwt = reissue(&op, &keys[account], "H", iat, |_| {});
+            (Kind::Post(iat), http.post(&url).body(jwt).send().await)
+        } else {
+            (Kind::Get, http.get(&url).send().await)
+        };
+        let (status, body) = match sent {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                (status, res.bytes().await.unwrap_or_default())
+            }
+            Err(_) => (0, Default::default()),
+        };
+        let got = match (&kind, status) {
+            (Kind::Get, 200) => iat_of(&body),
+            _ => None,
+        };
+        history.lock().unwrap().push(Record {
+            instance,
+            account,
+            kind,
+            start,
+            end: t0.elapsed(),
+            status,
+            got,
+        });
+    }
+}
+
+/// Injects one fault every ~1.5 s, chosen by the seed; returns what it did.
+async fn faults(
+    seed: u64,
+    redis: Arc<Mutex<RedisServer>>,
+    instances: Arc<Mutex<Vec<Instance>>>,
+    deadline: Instant,
+    t0: Instant,
+) -> Vec<(Duration, String)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xfa17);
+    let url = redis.lock().unwrap().url();
+    let mut done = Vec::new();
+    while Instant::now() + Duration::from_secs(2) < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..2000))).await;
+        let at = t0.elapsed();
+        let what = match rng.gen_range(0..4) {
+            0 => {
+                admin(&url, &["CLIENT", "PAUSE", "500", "WRITE"]).await;
+                "CLIENT PAUSE 500 WRITE".to_owned()
+            }
+            1 => {
+                admin(&url, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+                "CLIENT KILL TYPE pubsub".to_owned()
+            }
+            2 => {
+                let redis = redis.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut r = redis.lock().unwrap();
+                    r.stop();
+                    r.restart();
+                })
+                .await
+                .unwrap();
+                "redis-server SIGKILL + restart".to_owned()
+            }
+            _ => {
+                let which = rng.gen_range(0..INSTANCES);
+                let instances = instances.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut all = instances.lock().unwrap();
+                    all[which].kill();
+                    all[which].start();
+                })
+                .await
+                .unwrap();
+                format!("instance {which} SIGKILL + restart")
+            }
+        };
+        done.push((at, what));
+    }
+    done
+}
+
+async fn admin(url: &str, args: &[&str]) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: Result<redis::Value, _> = cmd.query_async(&mut conn).await;
+}
+
+/// The checker: every violation of properties 1–3, as text.
+fn violations(history: &[Record], finals: &HashMap<usize, i64>) -> Vec<String> {
+    let acked: Vec<&Record> = history
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Post(_)) && r.status == 200)
+        .collect();
+    let mut found = Vec::new();
+    for account in 0..ACCOUNTS {
+        let newest = acked
+            .iter()
+            .filter(|r| r.account == account)
+            .filter_map(|r| match r.kind {
+                Kind::Post(v) => Some(v),
+                Kind::Get => None,
+            })
+            .max();
+        if let Some(newest) = newest {
+            if finals.get(&account).copied().unwrap_or(0) < newest {
+                found.push(format!("account {account}: acknowledged {newest} lost"));
+            }
+        }
+    }
+    for get in history.iter().filter(|r| matches!(r.kind, Kind::Get)) {
+        if get.status != 200 && get.status != 404 {
+            continue; // unavailable: allowed, it is not an answer
+        }
+        let got = get.got.unwrap_or(0);
+        for post in acked.iter().filter(|p| p.account == get.account) {
+            let Kind::Post(v) = post.kind else { continue };
+            let same = post.instance == get.instance && post.end < get.start;
+            let other = post.end + STALENESS_BOUND < get.start;
+            if (same || other) && got < v {
+                found.push(format!(
+                    "GET {:?}..{:?} on instance {} returned {} ({}) after {v} was acknowledged at {:?} on instance {}",
+                    get.start, get.end, get.instance, got, get.status, post.end, post.instance
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_of_concurrent_posts_and_gets_under_faults_is_newest_wins() {
+    let seed: u64 = std::env::var("NAS_HISTORY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    let secs: u64 = std::env::var("NAS_HISTORY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    println!("history check: seed {seed}, {secs} s (replay with NAS_HISTORY_SEED={seed})");
+    let redis = RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Arc::new(Operator::new("history"));
+    std::fs::write(tmp.path().join("operator.jwt"), &op.jwt).unwrap();
+    let instances: Vec<Instance> = (0..INSTANCES)
+        .map(|i| Instance::new(tmp.path(), i, &redis.url()))
+        .collect();
+    let urls = Arc::new(instances.iter().map(Instance::url).collect::<Vec<_>>());
+    let instances = Arc::new(Mutex::new(instances));
+    let redis = Arc::new(Mutex::new(redis));
+    let keys: Arc<Vec<SigningKey>> = Arc::new(
+        (0..ACCOUNTS)
+            .map(|i| op.account(&i.to_string()).0)
+            .collect(),
+    );
+    let base = common::now() + 10;
+    let next = Arc::new(
+        (0..ACCOUNTS)
+            .map(|_| AtomicI64::new(base))
+            .collect::<Vec<_>>(),
+    );
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        tasks.push(tokio::spawn(client(
+            seed.wrapping_add(c as u64),
+            urls.clone(),
+            op.clone(),
+            keys.clone(),
+            next.clone(),
+            t0,
+            deadline,
+            history.clone(),
+        )));
+    }
+    let injected = faults(seed, redis.clone(), instances.clone(), deadline, t0).await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Convergence: every instance serves the same version, the one in the store.
+    let http = reqwest::Client::new();
+    let settle = Instant::now() + Duration::from_secs(15);
+    let finals = loop {
+        let mut per_account = HashMap::new();
+        let mut agree = true;
+        for (account, key) in keys.iter().enumerate() {
+            let mut seen = Vec::new();
+            for url in urls.iter() {
+                let got = match http
+                    .get(format!("{url}/jwt/v1/accounts/{}", key.public_key()))
+                    .send()
+                    .await
+                {
+                    Ok(res) if res.status() == 200 => {
+                        iat_of(&res.bytes().await.unwrap_or_default())
+                    }
+                    _ => None,
+                };
+                seen.push(got);
+            }
+            agree &= seen.windows(2).all(|w| w[0] == w[1]);
+            if let Some(Some(v)) = seen.first() {
+                per_account.insert(account, *v);
+            }
+        }
+        if agree {
+            break per_account;
+        }
+        assert!(Instant::now() < settle, "instances never converged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let history = history.lock().unwrap().clone();
+    let posts = history
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Post(_)))
+        .count();
+    let acked = history
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Post(_)) && r.status == 200)
+        .count();
+    let unavailable = AtomicUsize::new(0);
+    for r in &history {
+        if r.status == 0 || r.status == 503 {
+            unavailable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    println!(
+        "history check: {} operations ({posts} POSTs, {acked} acknowledged, {} unavailable), faults: {injected:?}",
+        history.len(),
+        unavailable.load(Ordering::Relaxed)
+    );
+    let found = violations(&history, &finals);
+    assert!(
+        found.is_empty(),
+        "seed {seed}: {} violation(s):\n{}",
+        found.len(),
+        found.join("\n")
+    );
+    assert!(
+        acked > 0,
+        "no POST was acknowledged: the run checked nothing"
+    );
+    assert!(!injected.is_empty(), "no fault was injected");
+}
+
+#[test]
+fn the_checker_flags_lost_acks_and_stale_reads() {
+    let at = Duration::from_millis;
+    let post = |instance, v, end| Record {
+        instance,
+        account: 0,
+        kind: Kind::Post(v),
+        start: at(0),
+        end: at(end),
+        status: 200,
+        got: None,
+    };
+    let get = |instance, got: Option<i64>, status, start| Record {
+        instance,
+        account: 0,
+        kind: Kind::Get,
+        start: at(start),
+        end: at(start + 1),
+        status,
+        got,
+    };
+    let finals = HashMap::from([(0, 7)]);
+    // Same instance after the ack: must see it. Another instance: only after the bound.
+    let ok = [
+        post(0, 7, 10),
+        get(0, Some(7), 200, 11),
+        get(1, Some(6), 200, 12),
+    ];
+    assert!(violations(&ok, &finals).is_empty());
+    let stale_same = [post(0, 7, 10), get(0, Some(6), 200, 11)];
+    assert_eq!(violations(&stale_same, &finals).len(), 1);
+    let missing_later = [post(0, 7, 10), get(1, None, 404, 10 + 2_001)];
+    assert_eq!(violations(&missing_later, &finals).len(), 1);
+    let lost = [post(0, 8, 10)];
+    assert_eq!(
+        violations(&lost, &finals).len(),
+        1,
+        "final 7 < acknowledged 8"
+    );
+    let unavailable = [post(0, 7, 10), get(0, None, 503, 11)];
+    assert!(violations(&unavailable, &finals).is_empty());
+}
