@@ -45,7 +45,7 @@ struct Cli {
     /// HTTP host:port to listen on (default localhost:9090; ":9090" = all interfaces).
     #[arg(long = "hp", value_name = "HOST:PORT")]
     hp: Option<String>,
-    /// Serve an nsc operator folder read-only (accounts/<name>/<name>.jwt).
+    /// Serve an nsc operator folder read-only (`accounts/<name>/<name>.jwt`).
     #[arg(long = "nsc", value_name = "PATH")]
     nsc: Option<PathBuf>,
     /// Serve the -dir store read-only, watching it for changes made by other tools.

@@ -7,7 +7,7 @@
 //!
 //! **Ordering.** Every entry carries a *stamp*: the store generation ([`Store::generation`]) its
 //! content is known to be current at. Every install — a load, an accepted write, an
-//! invalidation — goes through one rule, [`may_install`], inside moka's per-key compute, so two
+//! invalidation — goes through one rule, `may_install`, inside moka's per-key compute, so two
 //! installs of one key never interleave:
 //!
 //! * an entry is replaced only by one with a stamp at least as high (an accepted write of v2
@@ -151,7 +151,7 @@ struct Slot {
 /// The one ordering rule of the cache: `candidate` may replace `current` only if it is at
 /// least as current.
 fn may_install(current: Option<&Slot>, candidate_stamp: u64) -> bool {
-    current.map_or(true, |c| candidate_stamp >= c.stamp)
+    current.is_none_or(|c| candidate_stamp >= c.stamp)
 }
 
 struct PerEntryExpiry {
@@ -266,7 +266,7 @@ impl VerifiedCache {
         match &slot.lookup {
             Some(Lookup::Found(_)) => self
                 .ttl
-                .map_or(true, |ttl| now.duration_since(slot.checked_at) < ttl),
+                .is_none_or(|ttl| now.duration_since(slot.checked_at) < ttl),
             Some(Lookup::Missing) => true,
             None => false,
         }

@@ -955,7 +955,7 @@ impl Store {
                     return Ok(DeleteOutcome::Stale { stored_iat });
                 }
             }
-            if store.tombstone_iat(&key).await?.map_or(true, |t| t < iat) {
+            if store.tombstone_iat(&key).await?.is_none_or(|t| t < iat) {
                 backend
                     .put(Namespace::Tombstones, &key, request, Precondition::Any)
                     .await?;

@@ -97,7 +97,7 @@ async fn observers_see_one_keys_changes_in_store_order_under_concurrency() {
     let key = new_account_key();
     let versions: Vec<Bytes> = (0..40).map(|i| mint(&signer, &key, 1_000 + i, 0)).collect();
     let mut tasks = Vec::new();
-    for v in versions.iter().rev().cloned() {
+    for v in versions.into_iter().rev() {
         let (store, key) = (store.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
             store.put_account(&key, v.clone(), &meta(&v), true).await
