@@ -852,3 +852,73 @@ async fn metrics_show_cache_hits_and_no_reverification() {
     assert!(!after.contains(&a), "raw keys never appear in labels");
     assert!(after.contains("nas_store_operation_duration_seconds"));
 }
+
+/// A tampered store cannot feed nats-servers through the pack: a file signed by a foreign
+/// operator and a file holding another account's JWT are left out of every pack, as GET
+/// refuses them; `max=-1` is still capped by `maxreplicationpack`.
+#[tokio::test]
+async fn the_pack_serves_only_what_verifies_and_is_always_bounded() {
+    let t = TestServer::start(Some("operator_signing_keys.jwt"), |_| {}).await;
+    for id in ["account_a", "account_b", "account_c_new"] {
+        let (status, body) = t.post(&sub_of(id), fixture(&format!("{id}.jwt"))).await;
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+    }
+    // Tamper: a foreign operator's account, and A's JWT filed under C's key.
+    let foreign = sub_of("account_foreign");
+    std::fs::write(
+        t.store_dir().join(format!("{foreign}.jwt")),
+        fixture("account_foreign.jwt"),
+    )
+    .unwrap();
+    let c = sub_of("account_c_new");
+    std::fs::write(
+        t.store_dir().join(format!("{c}.jwt")),
+        fixture("account_a.jwt"),
+    )
+    .unwrap();
+    let (status, _, body) = t.get("/jwt/v1/pack?max=-1").await;
+    assert_eq!(status, StatusCode::OK);
+    let body = String::from_utf8(body).unwrap();
+    let keys: Vec<&str> = body.lines().map(|l| l.split('|').next().unwrap()).collect();
+    assert_eq!(
+        keys.len(),
+        2,
+        "max=-1 is capped at maxreplicationpack: {body}"
+    );
+    assert!(
+        !body.contains(&foreign),
+        "foreign-signed entry in the pack: {body}"
+    );
+    assert!(
+        !keys.contains(&c.as_str()),
+        "misfiled entry in the pack: {body}"
+    );
+    assert_eq!(
+        t.get(&format!("/jwt/v1/accounts/{foreign}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn made_up_methods_add_no_metric_series() {
+    let t = TestServer::start(Some("operator_signing_keys.jwt"), |_| {}).await;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("nas_http_requests_total"))
+            .count()
+    };
+    let (_, _, before) = t.get("/metrics").await;
+    for i in 0..200 {
+        let method = Method::from_bytes(format!("XM{i:04}").as_bytes()).unwrap();
+        let (status, _, _) = t.request(method, "/jwt/v1/accounts", None).await;
+        assert!(status.is_client_error(), "{status}");
+    }
+    let (_, _, after) = t.get("/metrics").await;
+    let (before, after) = (
+        series(&String::from_utf8_lossy(&before)),
+        series(&String::from_utf8_lossy(&after)),
+    );
+    // The 200 requests share one `other` series (plus the /metrics GET's own).
+    assert!(after <= before + 2, "{before} → {after} series");
+    assert!(String::from_utf8_lossy(&t.get("/metrics").await.2).contains("method=\"other\""));
+}

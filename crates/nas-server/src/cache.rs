@@ -444,6 +444,25 @@ impl VerifiedCache {
         }
     }
 
+    /// The PACK every serving path hands out (HTTP pack, NATS PACK and LIST, replica export):
+    /// stored, unexpired and verifying — trusted issuer, an account claim whose `sub` is the key
+    /// it is stored under. A foreign-signed or misfiled entry is left out (and logged), as a GET
+    /// of it answers 404.
+    pub async fn verified_pack(
+        &self,
+        max: Option<usize>,
+    ) -> Result<Vec<(String, Bytes)>, StoreError> {
+        self.store
+            .pack_where(max, |key, bytes| match self.verify(key, bytes) {
+                Ok(_) => true,
+                Err(reason) => {
+                    tracing::warn!(account = key, %reason, "stored JWT fails verification; left out of the pack");
+                    false
+                }
+            })
+            .await
+    }
+
     /// Verification of a stored token: signature, subject, trust; not time (expired tokens are
     /// served, as the Go server does; `?check=true` filters them).
     fn verify(&self, key: &str, bytes: &[u8]) -> Result<VerifiedAccount, nas_jwt::VerifyError> {

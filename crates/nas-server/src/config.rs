@@ -44,8 +44,9 @@ pub enum StoreKind {
     S3,
 }
 
-/// `store { … }`.
-#[derive(Debug, Clone, PartialEq)]
+/// `store { … }`. Its `Debug` (what `-dump` prints) shows URLs without passwords and never the
+/// secret access key.
+#[derive(Clone, PartialEq)]
 pub struct StoreConfig {
     /// Backend.
     pub kind: StoreKind,
@@ -83,6 +84,33 @@ pub struct StoreConfig {
     pub secret_access_key: Option<String>,
 }
 
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
+            .field("dir", &self.dir)
+            .field("shard", &self.shard)
+            .field("read_only", &self.read_only)
+            .field("nsc", &self.nsc)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .field("delete_expired", &self.delete_expired)
+            .field("url", &self.url.as_deref().map(nas_store::redact_url))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 /// `http { … }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
@@ -104,8 +132,8 @@ pub struct HttpConfig {
     pub workers: usize,
 }
 
-/// `nats { … }`.
-#[derive(Debug, Clone, PartialEq)]
+/// `nats { … }`. Its `Debug` shows server URLs without passwords (creds are paths, shown).
+#[derive(Clone, PartialEq)]
 pub struct NatsConfig {
     /// Server URLs; empty = no NATS.
     pub servers: Vec<String>,
@@ -131,6 +159,30 @@ pub struct NatsConfig {
     pub pack_interval: Option<Duration>,
     /// `server.name` in resolver replies (new).
     pub name: String,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let servers: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| nas_store::redact_url(s))
+            .collect();
+        f.debug_struct("NatsConfig")
+            .field("servers", &servers)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("reconnect_wait", &self.reconnect_wait)
+            .field("max_reconnects", &self.max_reconnects)
+            .field("tls_root", &self.tls_root)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("user_credentials", &self.user_credentials)
+            .field("allow_delete", &self.allow_delete)
+            .field("lookup_miss_reply", &self.lookup_miss_reply)
+            .field("pack_interval", &self.pack_interval)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// `logging { … }`.
@@ -809,5 +861,24 @@ nats: {
         assert!(c.logging.debug);
         let (c, _) = Config::from_text("nats { servers: \"nats://x:4222\" }").unwrap();
         assert_eq!(c.nats.servers, vec!["nats://x:4222".to_owned()]);
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_config_shows_no_secret() {
+        let mut c = Config::default();
+        c.store.url = Some("redis://:hunter2@127.0.0.1:6379/".into());
+        c.store.secret_access_key = Some("wJalrXUtnFEMI/K7MDENG".into());
+        c.nats.servers = vec!["nats://u:hunter3@127.0.0.1:4222".into()];
+        let dumped = format!("{c:#?}");
+        for secret in ["hunter2", "wJalrXUtnFEMI", "hunter3"] {
+            assert!(!dumped.contains(secret), "{secret} in {dumped}");
+        }
+        assert!(dumped.contains("redis://:***@127.0.0.1:6379/"), "{dumped}");
+        assert!(dumped.contains("<redacted>"), "{dumped}");
     }
 }

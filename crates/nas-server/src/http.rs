@@ -403,14 +403,20 @@ async fn get_pack(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
                     &format!("bad max parameter {value:?}, no more than {limit} are allowed"),
                 );
             }
-            max
+            // A negative max asks for everything: that is still at most the configured bound
+            // (only `maxreplicationpack: -1` makes a pack unbounded).
+            if max < 0 {
+                limit
+            } else {
+                max
+            }
         }
     };
     if max == 0 {
         return HttpResponse::Ok().content_type("text/plain").finish();
     }
     let max = usize::try_from(max).ok();
-    match state.store.pack(max).await {
+    match state.cache.verified_pack(max).await {
         Ok(entries) => {
             let mut body = Vec::new();
             for (i, (key, jwt)) in entries.iter().enumerate() {
@@ -705,6 +711,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(fallback));
 }
 
+/// The metric label of a request method, from a closed set: made-up methods are `other`, so a
+/// client cannot create series at will.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Middleware body: CORS response headers and request metrics, for every response.
 pub async fn observe<B: MessageBody>(
     req: ServiceRequest,
@@ -735,7 +756,7 @@ pub async fn observe<B: MessageBody>(
         let route = res.request().match_name().unwrap_or("unmatched");
         metrics
             .http_requests
-            .with_label_values(&[route, method.as_str(), res.status().as_str()])
+            .with_label_values(&[route, method_label(&method), res.status().as_str()])
             .inc();
         metrics
             .http_duration

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     /// Verified JWTs served from the cache because the store was unreachable (stale-if-error).
     pub stale_served: IntCounter,
+    /// NATS messages shed by reason (`oversized`, `slow_consumer`).
+    pub nats_shed: IntCounterVec,
     /// JWT verifications by result (`ok`, `rejected`).
     pub verifications: IntCounterVec,
     /// Accepted writes by outcome (`created`, `updated`, `unchanged`) and refusals by reason.
@@ -110,6 +112,12 @@ impl Metrics {
                 &registry,
                 "cache_evictions_total",
                 "Verified-JWT cache entries evicted for size",
+            ),
+            nats_shed: counter_vec(
+                &registry,
+                "nats_shed_total",
+                "NATS messages shed unanswered, by reason",
+                &["reason"],
             ),
             stale_served: counter(
                 &registry,

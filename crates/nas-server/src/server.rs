@@ -469,7 +469,7 @@ fn describe_store(config: &Config) -> String {
         ),
         StoreKind::Redis => format!(
             "redis {} prefix {:?}",
-            config.store.url.as_deref().unwrap_or_default(),
+            nas_store::redact_url(config.store.url.as_deref().unwrap_or_default()),
             config.store.prefix
         ),
         StoreKind::Dir => format!(

@@ -450,6 +450,34 @@ fn check_hash_id(key: &str) -> Result<(), StoreError> {
     }
 }
 
+/// `url` with any password replaced by `***` (`redis://:pw@host` → `redis://:***@host`), for
+/// logs, errors and `-dump`; several URLs separated by commas are each redacted.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let Some(scheme_end) = one.find("://").map(|i| i + 3) else {
+                return one.to_owned();
+            };
+            let rest = &one[scheme_end..];
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let Some(at) = rest[..authority_end].rfind('@') else {
+                return one.to_owned();
+            };
+            match rest[..at].find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &one[..scheme_end],
+                    &rest[..colon],
+                    &rest[at..]
+                ),
+                // `user@host`: with no password the user part may still be a token.
+                None => format!("{}***{}", &one[..scheme_end], &rest[at..]),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The generation bucket of a key.
 fn bucket_of(key: &str) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -1021,6 +1049,16 @@ impl Store {
     /// `max`. Expired JWTs are left out, never deleted. Each entry is one consistent read; the
     /// whole is not a snapshot (writes during the call may or may not show).
     pub async fn pack(&self, max: Option<usize>) -> Result<Vec<(String, Bytes)>, StoreError> {
+        self.pack_where(max, |_, _| true).await
+    }
+
+    /// [`Store::pack`] of only the entries `keep` accepts (say, those that verify), counted
+    /// towards `max` after the filter.
+    pub async fn pack_where(
+        &self,
+        max: Option<usize>,
+        keep: impl Fn(&str, &[u8]) -> bool,
+    ) -> Result<Vec<(String, Bytes)>, StoreError> {
         let now = now();
         let backend = self.inner.backend.clone();
         let keys = self.sorted_keys().await?;
@@ -1045,7 +1083,9 @@ impl Store {
             if bytes.is_empty() || TokenMeta::read(&bytes).is_ok_and(|m| m.expired(now)) {
                 continue;
             }
-            out.push((key, bytes));
+            if keep(&key, &bytes) {
+                out.push((key, bytes));
+            }
         }
         Ok(out)
     }
@@ -1196,6 +1236,24 @@ mod tests {
             "GDSU3HNZKL7I5NBIY7OOCYKE2HSB3SSYRV7UNGZ5GF6NM5Z7TKUAA===",
         ] {
             assert!(!is_valid_hash_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_leave_a_url() {
+        for (url, shown) in [
+            ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+            ("rediss://user:s3cret@h/", "rediss://user:***@h/"),
+            ("nats://tok3n@h:4222", "nats://***@h:4222"),
+            ("redis://h:6379/", "redis://h:6379/"),
+            (
+                "redis://a:x@h1,redis://a:y@h2",
+                "redis://a:***@h1,redis://a:***@h2",
+            ),
+            ("unix:///tmp/redis.sock", "unix:///tmp/redis.sock"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+            assert!(!redact_url(url).contains("s3cret"));
         }
     }
 

@@ -187,7 +187,12 @@ return result
 const LISTENER_PING: Duration = Duration::from_secs(5);
 
 fn client_for(url: &str, tls: &RedisTls) -> Result<redis::Client, StoreError> {
-    let invalid = |e: redis::RedisError| StoreError::Io(format!("invalid redis URL {url:?}: {e}"));
+    let invalid = |e: redis::RedisError| {
+        StoreError::Io(format!(
+            "invalid redis URL {:?}: {e}",
+            crate::redact_url(url)
+        ))
+    };
     if tls.is_empty() {
         redis::Client::open(url).map_err(invalid)
     } else {
@@ -218,7 +223,7 @@ impl RedisBackend {
         if urls.len() > 1 && !options.cluster {
             return Err(StoreError::Io(format!(
                 "several redis URLs ({}) need cluster mode",
-                options.url
+                crate::redact_url(&options.url)
             )));
         }
         // Every URL is checked now, so a typo is a startup error, not an outage.
@@ -227,7 +232,8 @@ impl RedisBackend {
             .map(|u| client_for(u, &options.tls))
             .collect::<Result<Vec<_>, _>>()?;
         let bound = options.timeout * 2;
-        let no_answer = || unavailable(format!("no answer from {} within {bound:?}", options.url));
+        let shown = crate::redact_url(&options.url);
+        let no_answer = || unavailable(format!("no answer from {shown} within {bound:?}"));
         let conn = if options.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(urls.clone())
                 .connection_timeout(options.timeout)

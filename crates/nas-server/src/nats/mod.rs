@@ -43,6 +43,9 @@ pub enum NatsError {
     Connect(String),
 }
 
+/// Messages one subscription may queue (async-nats's default is 65,536).
+pub const SUBSCRIPTION_CAPACITY: usize = 256;
+
 /// Whether the client can publish right now. Publishing while disconnected would fill the
 /// client's command channel and then block, so every sender checks this first.
 pub(crate) fn is_connected(client: &Client) -> bool {
@@ -76,6 +79,10 @@ pub async fn connect(
         .name("nats-account-server")
         // Never receive our own notifications and PACK/LOOKUP requests.
         .no_echo()
+        // Each subscription queues at most this many messages while the responder's workers
+        // are busy; beyond it async-nats drops them (counted as `slow_consumer`), so a flood
+        // of 1 MiB UPDATEs holds at most SUBSCRIPTION_CAPACITY MiB per subscription.
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         // `connect` returns at once and the client keeps trying: HTTP must not wait for NATS.
         .retry_on_initial_connect()
         .connection_timeout(config.connect_timeout)
@@ -100,6 +107,12 @@ pub async fn connect(
                         metrics.nats_connected.set(0);
                         tracing::warn!("disconnected from NATS, reconnecting");
                     }
+                    Event::SlowConsumer(_) => {
+                        metrics
+                            .nats_shed
+                            .with_label_values(&["slow_consumer"])
+                            .inc();
+                    }
                     Event::Closed => {
                         metrics.nats_connected.set(0);
                         tracing::error!(
@@ -116,10 +129,13 @@ pub async fn connect(
         .iter()
         .map(|s| {
             s.parse::<async_nats::ServerAddr>()
-                .map_err(|_| NatsError::Url(s.clone()))
+                .map_err(|_| NatsError::Url(nas_store::redact_url(s)))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    tracing::info!("connecting to NATS at {}", config.servers.join(","));
+    tracing::info!(
+        "connecting to NATS at {}",
+        nas_store::redact_url(&config.servers.join(","))
+    );
     let client = options
         .connect(servers)
         .await

@@ -151,6 +151,15 @@ impl Responder {
     fn serve(self: Arc<Self>, mut sub: async_nats::Subscriber) {
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
+                // Nothing we answer is larger than a JWT: bigger payloads are shed before any
+                // decoding or queueing.
+                if msg.payload.len() > nas_jwt::MAX_TOKEN_BYTES {
+                    self.metrics
+                        .nats_shed
+                        .with_label_values(&["oversized"])
+                        .inc();
+                    continue;
+                }
                 let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
                     return;
                 };
@@ -320,7 +329,7 @@ impl Responder {
             self.reply(msg, Bytes::new()).await;
             return;
         }
-        match self.store.pack(None).await {
+        match self.cache.verified_pack(None).await {
             Ok(entries) => {
                 self.count("pack", "sent");
                 for (key, jwt) in entries {
@@ -402,8 +411,9 @@ impl Responder {
         if msg.reply.is_none() {
             return;
         }
-        match self.store.list_accounts().await {
-            Ok(keys) => {
+        match self.cache.verified_pack(None).await {
+            Ok(entries) => {
+                let keys: Vec<String> = entries.into_iter().map(|(k, _)| k).collect();
                 self.count("list", "ok");
                 self.reply_json(msg, json!({"data": keys})).await;
             }
