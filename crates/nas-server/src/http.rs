@@ -47,6 +47,10 @@ pub struct AppState {
     /// Asks nats-servers over NATS for accounts the store does not hold (NATS configured, not a
     /// replica).
     pub nats_lookup: Option<Arc<crate::nats::NatsLookup>>,
+    /// `http { readtimeout }`: a request body must arrive within this.
+    pub request_deadline: std::time::Duration,
+    /// `http { bodylimit }`.
+    pub body_limit: usize,
 }
 
 /// Current Unix time in seconds.
@@ -341,8 +345,12 @@ pub fn accept_error_response(error: &AcceptError) -> HttpResponse {
 async fn post_account(
     state: web::Data<AppState>,
     key: web::Path<String>,
-    body: Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
+    let body = match read_body(&state, payload).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     if let Some(primary) = &state.primary {
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "GET, HEAD, OPTIONS"))
@@ -479,7 +487,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `POST /jwt/v1/activations`.
-async fn post_activation(state: web::Data<AppState>, body: Bytes) -> HttpResponse {
+async fn post_activation(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+    let body = match read_body(&state, payload).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let bad = StatusCode::BAD_REQUEST;
     let Ok((token, claims)) = nas_jwt::decode(&body).and_then(|j| j.into_activation()) else {
         return plain(bad, "bad activation JWT in request");
@@ -723,6 +735,43 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::PATCH => "PATCH",
         _ => "other",
+    }
+}
+
+/// Reads a request body within `http { readtimeout }` (counted from when the handler starts,
+/// i.e. just after the head) and the body limit, as the Go server's `http.Server` does; actix's
+/// own timeout covers only the head, so a client sending one byte a second could otherwise hold
+/// a connection forever. Past the deadline: 408 and the connection is closed; over the limit:
+/// 413.
+async fn read_body(state: &AppState, mut payload: web::Payload) -> Result<Bytes, HttpResponse> {
+    use futures::StreamExt;
+    let limit = state.body_limit;
+    let read = async {
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| plain(StatusCode::BAD_REQUEST, &format!("bad body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(HttpResponse::build(StatusCode::PAYLOAD_TOO_LARGE)
+                    .force_close()
+                    .content_type("text/plain")
+                    .body(format!("request body exceeds the limit of {limit} bytes\n")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    match state.request_deadline {
+        d if d.is_zero() => read.await,
+        d => tokio::time::timeout(d, read).await.unwrap_or_else(|_| {
+            Err(HttpResponse::build(StatusCode::REQUEST_TIMEOUT)
+                .force_close()
+                .content_type("text/plain")
+                .body(format!(
+                    "request body not received within the read timeout of {} ms\n",
+                    d.as_millis()
+                )))
+        }),
     }
 }
 

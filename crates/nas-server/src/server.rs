@@ -338,6 +338,8 @@ impl Server {
             primary,
             replica_validity: config.replica_validity,
             nats_lookup,
+            request_deadline: config.http.read_timeout,
+            body_limit: config.http.body_limit,
         });
 
         let body_limit = config.http.body_limit;

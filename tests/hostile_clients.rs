@@ -1,0 +1,99 @@
+//! Hostile HTTP clients against an in-process server on 127.0.0.1: connections that trickle a
+//! body are cut at `http { readtimeout }` while GETs keep answering.
+
+use std::time::{Duration, Instant};
+
+use nas_server::config::{Config, StoreKind};
+use nas_server::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+mod common;
+use common::Operator;
+
+const SLOW_CLIENTS: usize = 40;
+
+async fn start(dir: &std::path::Path, op: &Operator, read_timeout: Duration) -> Server {
+    std::fs::write(dir.join("operator.jwt"), &op.jwt).unwrap();
+    let mut config = Config::default();
+    config.http.host = "127.0.0.1".into();
+    config.http.port = 0;
+    config.http.read_timeout = read_timeout;
+    config.store.kind = StoreKind::Dir;
+    config.store.dir = dir.join("jwt");
+    config.operator_jwt_path = Some(dir.join("operator.jwt"));
+    Server::start(&config).await.unwrap()
+}
+
+/// Sends a POST head announcing 1 MiB, then one byte every 100 ms until the server hangs up;
+/// returns what the server answered. Bounded: gives up after 15 s.
+async fn trickle(port: u16, key: String) -> (bool, String) {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "POST /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1048576\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..150 {
+            if write.write_all(b"e").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), read.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    writer.abort();
+    (closed, String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn slow_bodies_are_cut_at_the_read_timeout_while_gets_keep_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("slow");
+    let server = start(tmp.path(), &op, Duration::from_millis(1000)).await;
+    let (acc, jwt) = op.account("A");
+    let key = acc.public_key().as_str().to_owned();
+    let client = reqwest::Client::new();
+    let posted = client
+        .post(format!("{}/jwt/v1/accounts/{key}", server.url()))
+        .body(jwt.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let port = server.http_addr.port();
+    let started = Instant::now();
+    let slow: Vec<_> = (0..SLOW_CLIENTS)
+        .map(|_| tokio::spawn(trickle(port, key.clone())))
+        .collect();
+    // While they trickle, GETs are answered.
+    for _ in 0..20 {
+        let res = client
+            .get(format!("{}/jwt/v1/accounts/{key}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.text().await.unwrap(), jwt);
+    }
+    for s in slow {
+        let (closed, answer) = s.await.unwrap();
+        assert!(closed, "a slow-body connection stayed open");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+    }
+    // Cut at the deadline, not at the end of the (15 s) trickle.
+    assert!(started.elapsed() < Duration::from_secs(14));
+    assert_eq!(
+        server.store.get_account(&key).await.unwrap().as_deref(),
+        Some(jwt.as_bytes()),
+        "nothing stored from the cut requests"
+    );
+    server.stop().await;
+}
