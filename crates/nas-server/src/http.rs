@@ -738,41 +738,57 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Why a request body was not read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("request body not received within the read timeout of {} ms", .0.as_millis())]
+    Timeout(std::time::Duration),
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("bad request body: {0}")]
+    Broken(String),
+}
+
+impl BodyError {
+    /// 408 / 413 close the connection: the rest of the body is never read.
+    fn response(&self) -> HttpResponse {
+        let status = match self {
+            BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Broken(_) => StatusCode::BAD_REQUEST,
+        };
+        HttpResponse::build(status)
+            .force_close()
+            .content_type("text/plain")
+            .body(format!("{self}\n"))
+    }
+}
+
 /// Reads a request body within `http { readtimeout }` (counted from when the handler starts,
 /// i.e. just after the head) and the body limit, as the Go server's `http.Server` does; actix's
 /// own timeout covers only the head, so a client sending one byte a second could otherwise hold
-/// a connection forever. Past the deadline: 408 and the connection is closed; over the limit:
-/// 413.
+/// a connection forever.
 async fn read_body(state: &AppState, mut payload: web::Payload) -> Result<Bytes, HttpResponse> {
     use futures::StreamExt;
     let limit = state.body_limit;
     let read = async {
         let mut body = bytes::BytesMut::new();
         while let Some(chunk) = payload.next().await {
-            let chunk =
-                chunk.map_err(|e| plain(StatusCode::BAD_REQUEST, &format!("bad body: {e}")))?;
+            let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
             if body.len() + chunk.len() > limit {
-                return Err(HttpResponse::build(StatusCode::PAYLOAD_TOO_LARGE)
-                    .force_close()
-                    .content_type("text/plain")
-                    .body(format!("request body exceeds the limit of {limit} bytes\n")));
+                return Err(BodyError::TooLarge(limit));
             }
             body.extend_from_slice(&chunk);
         }
         Ok(body.freeze())
     };
-    match state.request_deadline {
+    let read = match state.request_deadline {
         d if d.is_zero() => read.await,
-        d => tokio::time::timeout(d, read).await.unwrap_or_else(|_| {
-            Err(HttpResponse::build(StatusCode::REQUEST_TIMEOUT)
-                .force_close()
-                .content_type("text/plain")
-                .body(format!(
-                    "request body not received within the read timeout of {} ms\n",
-                    d.as_millis()
-                )))
-        }),
-    }
+        d => tokio::time::timeout(d, read)
+            .await
+            .unwrap_or(Err(BodyError::Timeout(d))),
+    };
+    read.map_err(|e| e.response())
 }
 
 /// Middleware body: CORS response headers and request metrics, for every response.
