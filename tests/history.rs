@@ -11,6 +11,10 @@
 //!    version or a newer one (the bound the README states for Redis deployments);
 //! 4. once the faults stop, every instance serves the same, newest stored version.
 //!
+//! A second run does the same with one instance on a directory store announcing to a real
+//! nats-server (restarted as a fault), and checks that each account's notifications arrive in
+//! version order with the newest last.
+//!
 //! Seeded and bounded: `NAS_HISTORY_SEED` replays a run, `NAS_HISTORY_SECS` (default 20) sets
 //! its length; `scripts/soak.sh` runs it for ten minutes.
 
@@ -18,7 +22,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,13 +49,20 @@ struct Instance {
 }
 
 impl Instance {
-    fn new(dir: &Path, index: usize, redis_url: &str) -> Instance {
+    /// An instance on one shared Redis.
+    fn on_redis(dir: &Path, index: usize, redis_url: &str) -> Instance {
+        let store = format!("store {{ type: redis, url: \"{redis_url}\", prefix: \"history:\" }}");
+        Instance::new(dir, index, &store)
+    }
+
+    /// An instance with `body` (store and NATS blocks) in its config.
+    fn new(dir: &Path, index: usize, body: &str) -> Instance {
         let port = free_port();
         let config = dir.join(format!("nas-{index}.conf"));
         let mut f = std::fs::File::create(&config).unwrap();
         writeln!(
             f,
-            "operatorjwtpath: \"{}\"\nhttp {{ host: \"127.0.0.1\", port: {port} }}\nstore {{ type: redis, url: \"{redis_url}\", prefix: \"history:\" }}",
+            "operatorjwtpath: \"{}\"\nhttp {{ host: \"127.0.0.1\", port: {port} }}\n{body}",
             dir.join("operator.jwt").display()
         )
         .unwrap();
@@ -281,8 +292,8 @@ fn violations(history: &[Record], finals: &HashMap<usize, i64>) -> Vec<String> {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_of_concurrent_posts_and_gets_under_faults_is_newest_wins() {
+/// The seed and length of a run, from the environment (printed so a failure can be replayed).
+fn seed_and_secs(what: &str) -> (u64, u64) {
     let seed: u64 = std::env::var("NAS_HISTORY_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -291,112 +302,302 @@ async fn history_of_concurrent_posts_and_gets_under_faults_is_newest_wins() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    println!("history check: seed {seed}, {secs} s (replay with NAS_HISTORY_SEED={seed})");
+    println!("{what}: seed {seed}, {secs} s (replay with NAS_HISTORY_SEED={seed})");
+    (seed, secs)
+}
+
+/// Concurrent clients POSTing new versions and GETting, recording every operation.
+struct Workload {
+    op: Arc<Operator>,
+    keys: Arc<Vec<SigningKey>>,
+    next: Arc<Vec<AtomicI64>>,
+    history: Arc<Mutex<Vec<Record>>>,
+    t0: Instant,
+    deadline: Instant,
+}
+
+impl Workload {
+    fn new(op: Arc<Operator>, secs: u64) -> Workload {
+        let keys = (0..ACCOUNTS)
+            .map(|i| op.account(&i.to_string()).0)
+            .collect();
+        let base = common::now() + 10;
+        let t0 = Instant::now();
+        Workload {
+            op,
+            keys: Arc::new(keys),
+            next: Arc::new((0..ACCOUNTS).map(|_| AtomicI64::new(base)).collect()),
+            history: Arc::default(),
+            t0,
+            deadline: t0 + Duration::from_secs(secs),
+        }
+    }
+
+    fn spawn_clients(
+        &self,
+        seed: u64,
+        urls: &Arc<Vec<String>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..CLIENTS)
+            .map(|c| {
+                tokio::spawn(client(
+                    seed.wrapping_add(c as u64),
+                    urls.clone(),
+                    self.op.clone(),
+                    self.keys.clone(),
+                    self.next.clone(),
+                    self.t0,
+                    self.deadline,
+                    self.history.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Waits until every instance serves the same version of every account; returns it.
+    async fn converge(&self, urls: &[String]) -> HashMap<usize, i64> {
+        let http = reqwest::Client::new();
+        let settle = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut per_account = HashMap::new();
+            let mut agree = true;
+            for (account, key) in self.keys.iter().enumerate() {
+                let mut seen = Vec::new();
+                for url in urls {
+                    let res = http
+                        .get(format!("{url}/jwt/v1/accounts/{}", key.public_key()))
+                        .send()
+                        .await;
+                    seen.push(match res {
+                        Ok(r) if r.status() == 200 => iat_of(&r.bytes().await.unwrap_or_default()),
+                        _ => None,
+                    });
+                }
+                agree &= seen.windows(2).all(|w| w[0] == w[1]);
+                if let Some(Some(v)) = seen.first() {
+                    per_account.insert(account, *v);
+                }
+            }
+            if agree {
+                return per_account;
+            }
+            assert!(Instant::now() < settle, "instances never converged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Prints the figures of the run and asserts the checker found nothing.
+    fn check(&self, seed: u64, finals: &HashMap<usize, i64>, injected: &[(Duration, String)]) {
+        let history = self.history.lock().unwrap().clone();
+        let posts = history
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Post(_)))
+            .count();
+        let acked = history
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Post(_)) && r.status == 200)
+            .count();
+        let unavailable = history
+            .iter()
+            .filter(|r| r.status == 0 || r.status == 503)
+            .count();
+        println!(
+            "history check: {} operations ({posts} POSTs, {acked} acknowledged, {unavailable} unavailable), {} faults: {injected:?}",
+            history.len(),
+            injected.len()
+        );
+        let found = violations(&history, finals);
+        assert!(
+            found.is_empty(),
+            "seed {seed}: {} violation(s):\n{}",
+            found.len(),
+            found.join("\n")
+        );
+        assert!(
+            acked > 0,
+            "no POST was acknowledged: the run checked nothing"
+        );
+        assert!(!injected.is_empty(), "no fault was injected");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_of_concurrent_posts_and_gets_under_faults_is_newest_wins() {
+    let (seed, secs) = seed_and_secs("history check (redis)");
     let redis = RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"]);
     let tmp = tempfile::tempdir().unwrap();
     let op = Arc::new(Operator::new("history"));
     std::fs::write(tmp.path().join("operator.jwt"), &op.jwt).unwrap();
     let instances: Vec<Instance> = (0..INSTANCES)
-        .map(|i| Instance::new(tmp.path(), i, &redis.url()))
+        .map(|i| Instance::on_redis(tmp.path(), i, &redis.url()))
         .collect();
     let urls = Arc::new(instances.iter().map(Instance::url).collect::<Vec<_>>());
     let instances = Arc::new(Mutex::new(instances));
     let redis = Arc::new(Mutex::new(redis));
-    let keys: Arc<Vec<SigningKey>> = Arc::new(
-        (0..ACCOUNTS)
-            .map(|i| op.account(&i.to_string()).0)
-            .collect(),
-    );
-    let base = common::now() + 10;
-    let next = Arc::new(
-        (0..ACCOUNTS)
-            .map(|_| AtomicI64::new(base))
-            .collect::<Vec<_>>(),
-    );
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        tasks.push(tokio::spawn(client(
-            seed.wrapping_add(c as u64),
-            urls.clone(),
-            op.clone(),
-            keys.clone(),
-            next.clone(),
-            t0,
-            deadline,
-            history.clone(),
-        )));
-    }
-    let injected = faults(seed, redis.clone(), instances.clone(), deadline, t0).await;
+    let work = Workload::new(op, secs);
+    let tasks = work.spawn_clients(seed, &urls);
+    let injected = faults(
+        seed,
+        redis.clone(),
+        instances.clone(),
+        work.deadline,
+        work.t0,
+    )
+    .await;
     for t in tasks {
         t.await.unwrap();
     }
-    // Convergence: every instance serves the same version, the one in the store.
-    let http = reqwest::Client::new();
-    let settle = Instant::now() + Duration::from_secs(15);
-    let finals = loop {
-        let mut per_account = HashMap::new();
-        let mut agree = true;
-        for (account, key) in keys.iter().enumerate() {
-            let mut seen = Vec::new();
-            for url in urls.iter() {
-                let got = match http
-                    .get(format!("{url}/jwt/v1/accounts/{}", key.public_key()))
-                    .send()
-                    .await
-                {
-                    Ok(res) if res.status() == 200 => {
-                        iat_of(&res.bytes().await.unwrap_or_default())
-                    }
-                    _ => None,
-                };
-                seen.push(got);
+    let finals = work.converge(&urls).await;
+    work.check(seed, &finals, &injected);
+}
+
+/// The NATS shape: one instance on a directory store announcing to a real nats-server, whose
+/// restarts (and the instance's SIGKILLs) are the faults. Besides the checks above: every
+/// account's notifications arrive in increasing version order, and the last one is the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_on_a_directory_store_with_nats_announces_newest_last() {
+    use futures::StreamExt;
+    let (seed, secs) = seed_and_secs("history check (dir + NATS)");
+    let bin = nas_testkit::require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Arc::new(Operator::new("history-nats"));
+    std::fs::write(tmp.path().join("operator.jwt"), &op.jwt).unwrap();
+    std::fs::write(tmp.path().join("sys.creds"), common::system_user_creds(&op)).unwrap();
+    let nats_port = free_port();
+    let nats = nas_testkit::NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(common::cache_or_full_config(&op, "cache", ""))
+        .start();
+    let body = format!(
+        "store {{ dir: \"{}\" }}\nnats {{ servers: [\"nats://127.0.0.1:{nats_port}\"], usercredentials: \"{}\", reconnectwait: 200, packinterval: 0 }}",
+        tmp.path().join("jwt").display(),
+        tmp.path().join("sys.creds").display()
+    );
+    let instances = Arc::new(Mutex::new(vec![Instance::new(tmp.path(), 0, &body)]));
+    let urls = Arc::new(vec![instances.lock().unwrap()[0].url()]);
+    let watcher = async_nats::ConnectOptions::with_credentials_file(tmp.path().join("sys.creds"))
+        .await
+        .unwrap()
+        .retry_on_initial_connect()
+        .reconnect_delay_callback(|_| Duration::from_millis(100))
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let mut updates = watcher
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let heard: Arc<Mutex<HashMap<String, Vec<i64>>>> = Arc::default();
+    let recorder = {
+        let heard = heard.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = updates.next().await {
+                let key = msg
+                    .subject
+                    .as_str()
+                    .split('.')
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(iat) = iat_of(&msg.payload) {
+                    heard.lock().unwrap().entry(key).or_default().push(iat);
+                }
             }
-            agree &= seen.windows(2).all(|w| w[0] == w[1]);
-            if let Some(Some(v)) = seen.first() {
-                per_account.insert(account, *v);
-            }
-        }
-        if agree {
-            break per_account;
-        }
-        assert!(Instant::now() < settle, "instances never converged");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        })
     };
-    let history = history.lock().unwrap().clone();
-    let posts = history
-        .iter()
-        .filter(|r| matches!(r.kind, Kind::Post(_)))
-        .count();
-    let acked = history
-        .iter()
-        .filter(|r| matches!(r.kind, Kind::Post(_)) && r.status == 200)
-        .count();
-    let unavailable = AtomicUsize::new(0);
-    for r in &history {
-        if r.status == 0 || r.status == 503 {
-            unavailable.fetch_add(1, Ordering::Relaxed);
-        }
+    let nats = Arc::new(Mutex::new(nats));
+    let work = Workload::new(op.clone(), secs);
+    let tasks = work.spawn_clients(seed, &urls);
+    let injected = nats_faults(
+        seed,
+        nats.clone(),
+        instances.clone(),
+        work.deadline,
+        work.t0,
+    )
+    .await;
+    for t in tasks {
+        t.await.unwrap();
     }
-    println!(
-        "history check: {} operations ({posts} POSTs, {acked} acknowledged, {} unavailable), faults: {injected:?}",
-        history.len(),
-        unavailable.load(Ordering::Relaxed)
-    );
-    let found = violations(&history, &finals);
-    assert!(
-        found.is_empty(),
-        "seed {seed}: {} violation(s):\n{}",
-        found.len(),
-        found.join("\n")
-    );
-    assert!(
-        acked > 0,
-        "no POST was acknowledged: the run checked nothing"
-    );
-    assert!(!injected.is_empty(), "no fault was injected");
+    let mut finals = work.converge(&urls).await;
+    // A last version per account, once the watcher is surely connected, must be heard last.
+    watcher.flush().await.unwrap();
+    let http = reqwest::Client::new();
+    for (account, key) in work.keys.iter().enumerate() {
+        let iat = work.next[account].fetch_add(1, Ordering::SeqCst);
+        let jwt = reissue(&op, key, "H", iat, |_| {});
+        let res = http
+            .post(format!("{}/jwt/v1/accounts/{}", urls[0], key.public_key()))
+            .body(jwt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        finals.insert(account, iat);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let done = work.keys.iter().enumerate().all(|(account, key)| {
+            heard
+                .lock()
+                .unwrap()
+                .get(key.public_key().as_str())
+                .and_then(|v| v.last().copied())
+                == finals.get(&account).copied()
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the newest versions were never announced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    recorder.abort();
+    for (key, iats) in heard.lock().unwrap().iter() {
+        assert!(
+            iats.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: {key} announced out of order: {iats:?}"
+        );
+    }
+    work.check(seed, &finals, &injected);
+}
+
+/// Faults of the NATS shape: nats-server SIGKILL + restart, instance SIGKILL + restart.
+async fn nats_faults(
+    seed: u64,
+    nats: Arc<Mutex<nas_testkit::NatsServer>>,
+    instances: Arc<Mutex<Vec<Instance>>>,
+    deadline: Instant,
+    t0: Instant,
+) -> Vec<(Duration, String)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x4a75);
+    let mut done = Vec::new();
+    while Instant::now() + Duration::from_secs(2) < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..2000))).await;
+        let at = t0.elapsed();
+        let what = if rng.gen_bool(0.5) {
+            let nats = nats.clone();
+            tokio::task::spawn_blocking(move || nats.lock().unwrap().restart())
+                .await
+                .unwrap();
+            "nats-server restart"
+        } else {
+            let instances = instances.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut all = instances.lock().unwrap();
+                all[0].kill();
+                all[0].start();
+            })
+            .await
+            .unwrap();
+            "instance SIGKILL + restart"
+        };
+        done.push((at, what.to_owned()));
+    }
+    done
 }
 
 #[test]

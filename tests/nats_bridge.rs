@@ -14,7 +14,7 @@ use nas_testkit::{free_port, require_nats_servers, NatsBinary, NatsServer};
 use serde_json::Value;
 
 mod common;
-use common::{now, reissue, system_user_creds, user_creds, Operator};
+use common::{cache_or_full_config, now, reissue, system_user_creds, user_creds, Operator};
 
 async fn start_ours(
     dir: &Path,
@@ -250,16 +250,6 @@ async fn url_resolver_applies_our_notifications_and_outages_lose_nothing() {
         assert_eq!(server.metrics.nats_connected.get(), 1);
         server.stop().await;
     }
-}
-
-fn cache_or_full_config(op: &Operator, kind: &str, extra: &str) -> String {
-    format!(
-        "operator: {}\nsystem_account: {}\nresolver: {{ type: {kind}, dir: '{{{{dir}}}}/jwt', timeout: \"1900ms\" {extra} }}\nresolver_preload: {{ {}: {} }}\n",
-        op.jwt,
-        op.system.public_key(),
-        op.system.public_key(),
-        op.system_jwt
-    )
 }
 
 fn is_2_9(bin: &NatsBinary) -> bool {

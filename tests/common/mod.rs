@@ -73,3 +73,15 @@ pub fn reissue(
     edit(&mut claims);
     encode(&mut claims, &operator.signing_key, iat).unwrap()
 }
+
+/// An operator-mode nats-server config with a `cache` or `full` resolver (`kind`) that preloads
+/// the system account; `extra` goes into the resolver block.
+pub fn cache_or_full_config(op: &Operator, kind: &str, extra: &str) -> String {
+    format!(
+        "operator: {}\nsystem_account: {}\nresolver: {{ type: {kind}, dir: '{{{{dir}}}}/jwt', timeout: \"1900ms\" {extra} }}\nresolver_preload: {{ {}: {} }}\n",
+        op.jwt,
+        op.system.public_key(),
+        op.system.public_key(),
+        op.system_jwt
+    )
+}
