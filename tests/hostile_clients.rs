@@ -97,3 +97,80 @@ async fn slow_bodies_are_cut_at_the_read_timeout_while_gets_keep_answering() {
     );
     server.stop().await;
 }
+
+/// Activations are an authenticated write now: only accounts this server holds (or their
+/// signing keys) may issue them, only valid ones are kept, and newer wins per hash id.
+#[tokio::test]
+async fn activations_need_a_served_issuer_validity_and_a_newer_iat() {
+    use nas_jwt::{encode, ActivationClaims, KeyRole, SigningKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("activations");
+    let server = start(tmp.path(), &op, Duration::from_secs(5)).await;
+    let client = reqwest::Client::new();
+    let post = |body: String| {
+        let (client, url) = (
+            client.clone(),
+            format!("{}/jwt/v1/activations", server.url()),
+        );
+        async move {
+            let res = client.post(url).body(body).send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let (exporter, exporter_jwt) = op.account("EXPORTER");
+    let importer = SigningKey::generate(KeyRole::Account);
+    let activation = |signer: &SigningKey, iat: i64, exp: i64| {
+        let mut claims = ActivationClaims::new(importer.public_key().as_str(), "grant");
+        claims.nats.subject = "svc.orders".into();
+        claims.nats.kind = "service".into();
+        claims.exp = exp;
+        encode(&mut claims, signer, iat).unwrap()
+    };
+    let now = common::now();
+    let first = activation(&exporter, now, 0);
+    // The exporter is not held yet: refused, nothing stored.
+    let (status, body) = post(first.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("untrusted activation issuer"), "{body}");
+    let posted = client
+        .post(format!(
+            "{}/jwt/v1/accounts/{}",
+            server.url(),
+            exporter.public_key()
+        ))
+        .body(exporter_jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    // Any other key pair still gets nowhere.
+    let stranger = SigningKey::generate(KeyRole::Account);
+    assert_eq!(post(activation(&stranger, now, 0)).await.0, 400);
+    // Expired: refused.
+    let (status, body) = post(activation(&exporter, now - 20, now - 10)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("expired"), "{body}");
+    // Valid: stored and served byte for byte.
+    assert_eq!(post(first.clone()).await.0, 200);
+    let claims = nas_jwt::decode(first.as_bytes())
+        .unwrap()
+        .into_activation()
+        .unwrap()
+        .1;
+    let hash = nas_jwt::activation_hash_id(&claims).unwrap();
+    let got = client
+        .get(format!("{}/jwt/v1/activations/{hash}", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().await.unwrap(), first);
+    // Newer replaces; older is refused and leaves the newer in place.
+    let newer = activation(&exporter, now + 5, 0);
+    assert_eq!(post(newer.clone()).await.0, 200);
+    let (status, body) = post(first).await;
+    assert_eq!(status, 409, "{body}");
+    let stored = server.store.get_activation(&hash).await.unwrap().unwrap();
+    assert_eq!(stored, newer.as_bytes());
+    server.stop().await;
+}

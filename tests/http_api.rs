@@ -771,6 +771,9 @@ async fn activations_and_system_account_fallback() {
         .as_str()
         .unwrap()
         .to_owned();
+    // The activation's issuer (account B) must be an account this server holds.
+    let (s, body) = t.post(&sub_of("account_b"), fixture("account_b.jwt")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
     let (s, _, _) = t
         .request(
             Method::POST,

@@ -40,7 +40,9 @@ Every stored, unexpired account JWT as `<pubkey>|<jwt>` lines (at most `max`, bo
 `maxreplicationpack`).
 
 ## POST /jwt/v1/activations
-Store an activation token under its hash id.
+Store an activation token under its hash id. Accepted only when it is issued by an account this
+server serves (or by one of that account's signing keys, with issuer_account naming it), is not
+expired and is valid now; a newer iat replaces the stored token, an older one gets 409.
 
 ## GET /jwt/v1/activations/<hash>
 An activation token by hash id; `text`, `decode`, ETag and 304 as for accounts.

@@ -488,33 +488,24 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// `POST /jwt/v1/activations`.
 async fn post_activation(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+    use crate::activation::ActivationError as E;
     let body = match read_body(&state, payload).await {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let bad = StatusCode::BAD_REQUEST;
-    let Ok((token, claims)) = nas_jwt::decode(&body).and_then(|j| j.into_activation()) else {
-        return plain(bad, "bad activation JWT in request");
-    };
-    if !is_valid_public_key(&claims.sub, KeyRole::Account) {
-        return plain(bad, "bad activation JWT Subject in request");
-    }
-    let Ok(hash) = nas_jwt::activation_hash_id(&claims) else {
-        return plain(bad, "bad activation hash in request");
-    };
-    if state.store.read_only() {
-        return accept_error_response(&AcceptError::ReadOnly(String::new()));
-    }
-    match state.store.put_activation(&hash, Bytes::from(token)).await {
-        Ok(()) => HttpResponse::Ok().finish(),
-        Err(StoreError::Unavailable(e)) => store_unavailable(&StoreError::Unavailable(e)),
-        Err(e) => {
+    match crate::activation::accept_activation(&state.cache, &state.store, &body, now()).await {
+        Ok(_) => HttpResponse::Ok().finish(),
+        Err(E::ReadOnly) => accept_error_response(&AcceptError::ReadOnly(String::new())),
+        Err(E::Store(e @ StoreError::Unavailable(_))) => store_unavailable(&e),
+        Err(E::Store(e)) => {
             tracing::error!("activation write failed: {e}");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "error saving activation JWT",
             )
         }
+        Err(e @ E::Stale { .. }) => plain(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 

@@ -1137,6 +1137,7 @@ impl Store {
 
     /// Stores an activation token under its hash id, atomically; the same hash id overwrites
     /// (last writer wins). Activations are not accounts: no event, no effect on the PACK hash.
+    /// Prefer [`Store::put_activation_if_newer`].
     pub async fn put_activation(&self, hash_id: &str, token: Bytes) -> Result<(), StoreError> {
         check_hash_id(hash_id)?;
         if self.read_only() {
@@ -1149,6 +1150,58 @@ impl Store {
                 .put(Namespace::Activations, &hash_id, token, Precondition::Any)
                 .await
                 .map(|_| ())
+        })
+        .await
+    }
+
+    /// Stores an activation token under its hash id by the ordering rule of [`order`] (the
+    /// caller has verified it; `iat` is its issue time): `Created`, `Replaced`, `Unchanged`,
+    /// `Stale` or `TieLost`, as for accounts. Writers of one hash id are serialized; a race
+    /// lost to another instance is decided again.
+    pub async fn put_activation_if_newer(
+        &self,
+        hash_id: &str,
+        token: Bytes,
+        iat: i64,
+    ) -> Result<PutOutcome, StoreError> {
+        check_hash_id(hash_id)?;
+        if self.read_only() {
+            return Err(StoreError::ReadOnly);
+        }
+        let (store, hash_id) = (self.clone(), hash_id.to_owned());
+        detached(async move {
+            let _guard = store.lock_key(&hash_id).await;
+            let backend = &store.inner.backend;
+            let offered = Rank::of(iat, &token);
+            for _ in 0..MAX_CAS_RETRIES {
+                let current = backend.get(Namespace::Activations, &hash_id).await?;
+                let (pre, previous) = match current {
+                    None => (Precondition::Absent, None),
+                    Some((bytes, version)) => {
+                        let stored_iat = TokenMeta::read(&bytes).map(|m| m.iat).unwrap_or(0);
+                        match order::compare(&offered, &Rank::of(stored_iat, &bytes)) {
+                            order::Verdict::Same => return Ok(PutOutcome::Unchanged),
+                            order::Verdict::Older => return Ok(PutOutcome::Stale { stored_iat }),
+                            order::Verdict::TieLost => return Ok(PutOutcome::TieLost { iat }),
+                            order::Verdict::Newer => (Precondition::Matches(version), Some(bytes)),
+                        }
+                    }
+                };
+                match backend
+                    .put(Namespace::Activations, &hash_id, token.clone(), pre)
+                    .await
+                {
+                    Ok(_) => {
+                        return Ok(match previous {
+                            None => PutOutcome::Created,
+                            Some(previous) => PutOutcome::Replaced { previous },
+                        })
+                    }
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(StoreError::Conflict)
         })
         .await
     }
