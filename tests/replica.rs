@@ -127,12 +127,14 @@ async fn replica_imports_fetches_and_refuses_writes() {
         .exists());
 
     // The primary going away: a miss is 503 (a nats-server must not conclude "no such account"),
-    // what the replica holds is still served.
+    // what the replica holds is still served. (A key asked just before is remembered as missing
+    // for a second, so this asks for one never asked.)
     primary.stop().await;
+    let (d, _) = op.account("D");
     let res = reqwest::get(format!(
         "{}/jwt/v1/accounts/{}",
         replica.url(),
-        c.public_key()
+        d.public_key()
     ))
     .await
     .unwrap();
@@ -146,4 +148,51 @@ async fn replica_imports_fetches_and_refuses_writes() {
     .unwrap();
     assert_eq!(res.status(), 200);
     replica.stop().await;
+}
+
+/// Requests the primary's metrics count for the account route.
+async fn primary_account_requests(primary: &Server) -> u64 {
+    primary
+        .metrics
+        .http_requests
+        .with_label_values(&["/jwt/v1/accounts/{key}", "GET", "404"])
+        .get()
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_misses_of_one_key_ask_the_primary_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("amplify");
+    let primary = start(&tmp.path().join("primary"), &op, None).await;
+    let replica = start(&tmp.path().join("replica"), &op, Some(primary.url())).await;
+    let (unknown, _) = op.account("NOBODY");
+    let url = format!("{}/jwt/v1/accounts/{}", replica.url(), unknown.public_key());
+    let before = primary_account_requests(&primary).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let gates = std::sync::Arc::new(tokio::sync::Semaphore::new(200));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (client, url, gates) = (client.clone(), url.clone(), gates.clone());
+            tokio::spawn(async move {
+                let _permit = gates.acquire().await.unwrap();
+                client.get(url).send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 404);
+    }
+    let asked = primary_account_requests(&primary).await - before;
+    assert!(
+        asked >= 1,
+        "the primary was never asked: the test proves nothing"
+    );
+    // One request; a second only if the run outlasted the one-second "not found" memory.
+    assert!(
+        asked <= 2,
+        "{asked} requests reached the primary for one missing key"
+    );
 }

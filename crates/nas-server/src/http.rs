@@ -51,6 +51,39 @@ pub struct AppState {
     pub request_deadline: std::time::Duration,
     /// `http { bodylimit }`.
     pub body_limit: usize,
+    /// `/healthz`'s store probe, reused for a second.
+    pub health: HealthProbe,
+}
+
+/// The last store health probe, reused for a second: `/healthz` is polled by load balancers
+/// and anyone else, and a probe can cost a paid request (an S3 LIST).
+#[derive(Default)]
+pub struct HealthProbe {
+    last: std::sync::Mutex<Option<(Instant, String)>>,
+}
+
+/// How long a store health probe's answer is reused.
+const HEALTH_PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl HealthProbe {
+    async fn store_state(&self, store: &Store) -> String {
+        if let Some((at, state)) = &*self.last.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < HEALTH_PROBE_REUSE {
+                return state.clone();
+            }
+        }
+        let state =
+            match tokio::time::timeout(std::time::Duration::from_secs(1), store.backend().health())
+                .await
+            {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(e)) => format!("unavailable: {e}"),
+                Err(_) => "unavailable: health check timed out".to_owned(),
+            };
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), state.clone()));
+        state
+    }
 }
 
 /// Current Unix time in seconds.
@@ -454,16 +487,7 @@ async fn help() -> HttpResponse {
 
 /// `GET /healthz`: 200 while HTTP is served; the body reports the store.
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    let store = match tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        state.store.backend().health(),
-    )
-    .await
-    {
-        Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("unavailable: {e}"),
-        Err(_) => "unavailable: health check timed out".to_owned(),
-    };
+    let store = state.health.store_state(&state.store).await;
     let nats = match state.metrics.nats_connected.get() {
         1 => "connected",
         _ => "not connected",

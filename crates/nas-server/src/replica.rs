@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::accept::{Accepter, WritePath};
 
 /// What the primary said about an account.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Fetched {
     /// 200 with a body.
     Jwt(Bytes),
@@ -20,11 +20,26 @@ pub enum Fetched {
     Failed(String),
 }
 
+/// How long a "not found" from the primary is remembered: a flood of GETs for random keys
+/// on a replica must not become a flood of requests to the primary.
+const NOT_FOUND_MEMORY: Duration = Duration::from_secs(1);
+/// Keys with a fetch in flight or a remembered "not found", at most.
+const MEMORY_ENTRIES: u64 = 100_000;
+
 /// An HTTP client for the primary.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Primary {
     base: String,
     client: reqwest::Client,
+    /// Single flight per key (concurrent misses share one request) and a short memory of
+    /// "not found".
+    recent: moka::future::Cache<String, Fetched>,
+}
+
+impl std::fmt::Debug for Primary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Primary").field("base", &self.base).finish()
+    }
 }
 
 impl Primary {
@@ -37,6 +52,10 @@ impl Primary {
         Primary {
             base: base.trim_end_matches('/').to_owned(),
             client,
+            recent: moka::future::Cache::builder()
+                .max_capacity(MEMORY_ENTRIES)
+                .time_to_live(NOT_FOUND_MEMORY)
+                .build(),
         }
     }
 
@@ -45,8 +64,20 @@ impl Primary {
         &self.base
     }
 
-    /// `GET <primary>/jwt/v1/accounts/<key>`.
+    /// `GET <primary>/jwt/v1/accounts/<key>`, once for all concurrent callers; a "not found"
+    /// is remembered for a second, anything else is asked again next time.
     pub async fn fetch(&self, key: &str) -> Fetched {
+        let fetched = self
+            .recent
+            .get_with_by_ref(key, self.fetch_uncached(key))
+            .await;
+        if !matches!(fetched, Fetched::NotFound) {
+            self.recent.invalidate(key).await;
+        }
+        fetched
+    }
+
+    async fn fetch_uncached(&self, key: &str) -> Fetched {
         let url = format!("{}/jwt/v1/accounts/{key}", self.base);
         match self.client.get(&url).send().await {
             Ok(res) if res.status() == reqwest::StatusCode::OK => match res.bytes().await {

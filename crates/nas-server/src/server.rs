@@ -340,6 +340,7 @@ impl Server {
             nats_lookup,
             request_deadline: config.http.read_timeout,
             body_limit: config.http.body_limit,
+            health: Default::default(),
         });
 
         let body_limit = config.http.body_limit;
