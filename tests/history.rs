@@ -250,43 +250,81 @@ async fn admin(url: &str, args: &[&str]) {
     let _: Result<redis::Value, _> = cmd.query_async(&mut conn).await;
 }
 
-/// The checker: every violation of properties 1–3, as text.
-fn violations(history: &[Record], finals: &HashMap<usize, i64>) -> Vec<String> {
-    let acked: Vec<&Record> = history
-        .iter()
-        .filter(|r| matches!(r.kind, Kind::Post(_)) && r.status == 200)
-        .collect();
-    let mut found = Vec::new();
-    for account in 0..ACCOUNTS {
-        let newest = acked
+/// Acknowledged versions of one account ordered by acknowledgement time, with the running
+/// maximum, so "the newest version acknowledged before t" is a binary search.
+struct AckTimeline {
+    ends: Vec<Duration>,
+    max_so_far: Vec<i64>,
+}
+
+impl AckTimeline {
+    fn new(mut acks: Vec<(Duration, i64)>) -> AckTimeline {
+        acks.sort();
+        let mut max = 0;
+        let max_so_far = acks
             .iter()
-            .filter(|r| r.account == account)
-            .filter_map(|r| match r.kind {
-                Kind::Post(v) => Some(v),
-                Kind::Get => None,
+            .map(|(_, v)| {
+                max = max.max(*v);
+                max
             })
-            .max();
-        if let Some(newest) = newest {
-            if finals.get(&account).copied().unwrap_or(0) < newest {
-                found.push(format!("account {account}: acknowledged {newest} lost"));
-            }
+            .collect();
+        AckTimeline {
+            ends: acks.into_iter().map(|(end, _)| end).collect(),
+            max_so_far,
         }
     }
+
+    /// The newest version acknowledged strictly before `t`, if any.
+    fn newest_before(&self, t: Duration) -> Option<i64> {
+        let n = self.ends.partition_point(|end| *end < t);
+        n.checked_sub(1).map(|i| self.max_so_far[i])
+    }
+}
+
+/// The checker: every violation of properties 1–3, as text. O(n log n) in the history.
+fn violations(history: &[Record], finals: &HashMap<usize, i64>) -> Vec<String> {
+    let mut anywhere: HashMap<usize, Vec<(Duration, i64)>> = HashMap::new();
+    let mut same: HashMap<(usize, usize), Vec<(Duration, i64)>> = HashMap::new();
+    for r in history.iter().filter(|r| r.status == 200) {
+        if let Kind::Post(v) = r.kind {
+            anywhere.entry(r.account).or_default().push((r.end, v));
+            same.entry((r.account, r.instance))
+                .or_default()
+                .push((r.end, v));
+        }
+    }
+    let mut found = Vec::new();
+    for (account, acks) in &anywhere {
+        let newest = acks.iter().map(|(_, v)| *v).max().unwrap_or(0);
+        if finals.get(account).copied().unwrap_or(0) < newest {
+            found.push(format!("account {account}: acknowledged {newest} lost"));
+        }
+    }
+    let anywhere: HashMap<usize, AckTimeline> = anywhere
+        .into_iter()
+        .map(|(k, v)| (k, AckTimeline::new(v)))
+        .collect();
+    let same: HashMap<(usize, usize), AckTimeline> = same
+        .into_iter()
+        .map(|(k, v)| (k, AckTimeline::new(v)))
+        .collect();
     for get in history.iter().filter(|r| matches!(r.kind, Kind::Get)) {
         if get.status != 200 && get.status != 404 {
             continue; // unavailable: allowed, it is not an answer
         }
         let got = get.got.unwrap_or(0);
-        for post in acked.iter().filter(|p| p.account == get.account) {
-            let Kind::Post(v) = post.kind else { continue };
-            let same = post.instance == get.instance && post.end < get.start;
-            let other = post.end + STALENESS_BOUND < get.start;
-            if (same || other) && got < v {
-                found.push(format!(
-                    "GET {:?}..{:?} on instance {} returned {} ({}) after {v} was acknowledged at {:?} on instance {}",
-                    get.start, get.end, get.instance, got, get.status, post.end, post.instance
-                ));
-            }
+        let on_same = same
+            .get(&(get.account, get.instance))
+            .and_then(|t| t.newest_before(get.start));
+        let elsewhere = get
+            .start
+            .checked_sub(STALENESS_BOUND)
+            .and_then(|t| anywhere.get(&get.account)?.newest_before(t));
+        if let Some(owed) = on_same.max(elsewhere).filter(|owed| got < *owed) {
+            found.push(format!(
+                "GET {:?}..{:?} of account {} on instance {} returned {got} ({}) after {owed} was acknowledged",
+                get.start, get.end, get.account, get.instance, get.status
+            ));
         }
     }
     found
@@ -401,8 +439,13 @@ impl Workload {
             .iter()
             .filter(|r| r.status == 0 || r.status == 503)
             .count();
+        let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+        for (_, what) in injected {
+            let kind: String = what.chars().filter(|c| !c.is_ascii_digit()).collect();
+            *kinds.entry(kind).or_default() += 1;
+        }
         println!(
-            "history check: {} operations ({posts} POSTs, {acked} acknowledged, {unavailable} unavailable), {} faults: {injected:?}",
+            "history check: {} operations ({posts} POSTs, {acked} acknowledged, {unavailable} unavailable), {} faults: {kinds:?}",
             history.len(),
             injected.len()
         );
