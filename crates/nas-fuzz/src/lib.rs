@@ -7,8 +7,11 @@
 
 use nas_jwt::{is_valid_public_key, KeyRole, PublicKey};
 
+/// A harness: runs one parser over arbitrary bytes, panicking on a broken invariant.
+pub type Harness = fn(&[u8]);
+
 /// Every harness, by the name of its corpus folder under `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("jwt", jwt),
     ("nkey", nkey),
     ("conf", conf),
