@@ -1051,3 +1051,57 @@ async fn instances_sharing_redis_announce_each_change_once() {
     one.stop().await;
     two.stop().await;
 }
+
+#[tokio::test]
+async fn a_same_second_reissue_over_nats_follows_the_tie_break_both_ways() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("same-second-nats");
+    let (acc, _) = op.account("A");
+    let key = acc.public_key().as_str().to_owned();
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |_| {}).await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&server).await;
+    std::fs::write(tmp.path().join("nsc.creds"), system_user_creds(&op)).unwrap();
+    let nsc = connect(&nats, &tmp.path().join("nsc.creds")).await.unwrap();
+    let iat = now();
+    let x = reissue(&op, &acc, "A", iat, |c| c.nats.limits.conn = 1);
+    let y = reissue(&op, &acc, "A", iat, |c| c.nats.limits.conn = 2);
+    let rank = |t: &str| nas_store::Rank::of(iat, t.as_bytes());
+    let (lo, hi) = if rank(&x) < rank(&y) { (x, y) } else { (y, x) };
+    let update = |jwt: String| {
+        let nsc = nsc.clone();
+        async move {
+            ours(
+                &collect(
+                    &nsc,
+                    "$SYS.REQ.CLAIMS.UPDATE",
+                    jwt.into_bytes(),
+                    Duration::from_secs(1),
+                )
+                .await,
+            )
+        }
+    };
+    // The tie-break winner replaces the loser over NATS: success means it is served.
+    assert_eq!(post(&server, &key, &lo).await, 200);
+    let reply = update(hi.clone()).await;
+    assert_eq!(reply["data"]["message"], "jwt updated", "{reply}");
+    assert_eq!(
+        server.store.get_account(&key).await.unwrap().unwrap(),
+        hi.as_bytes()
+    );
+    // The loser is refused with nats-server's error shape, telling the user to re-issue.
+    let reply = update(lo).await;
+    let description = reply["error"]["description"].as_str().unwrap_or_default();
+    assert!(description.contains("re-issue"), "{reply}");
+    assert_eq!(
+        server.store.get_account(&key).await.unwrap().unwrap(),
+        hi.as_bytes()
+    );
+    server.stop().await;
+}

@@ -499,3 +499,52 @@ impl VerifiedCache {
         self.cache.entry_count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nas_jwt::{encode, AccountClaims, KeyRole, SigningKey};
+    use nas_store::memory::MemoryBackend;
+
+    fn served(key: &SigningKey, signer: &SigningKey, iat: i64) -> Arc<Served> {
+        let mut claims = AccountClaims::new_account(key.public_key().as_str(), "A");
+        let token = encode(&mut claims, signer, iat).expect("encode");
+        let verified = decode_account_for(token.as_bytes(), None).expect("verifies");
+        Arc::new(Served::new(&verified, Bytes::from(token)))
+    }
+
+    /// Two accepted writes finishing in the opposite order of their store writes: the cache
+    /// keeps the one stored last (the higher sequence number).
+    #[tokio::test]
+    async fn an_install_that_arrives_late_never_replaces_a_newer_one() {
+        let store = Store::new(Arc::new(MemoryBackend::new()));
+        let cache = VerifiedCache::new(
+            store,
+            None,
+            Arc::new(Metrics::new()),
+            &CacheOptions::default(),
+        );
+        let (account, signer) = (
+            SigningKey::generate(KeyRole::Account),
+            SigningKey::generate(KeyRole::Operator),
+        );
+        let (v2, v3) = (served(&account, &signer, 2), served(&account, &signer, 3));
+        cache.install(v3.clone(), 6).await;
+        cache.install(v2, 5).await;
+        match cache.get_cached(account.public_key().as_str()).await {
+            Some(Lookup::Found(s)) => assert_eq!(s.token, v3.token),
+            other => panic!("{other:?}"),
+        }
+        // A change event below the entry's stamp leaves it; one above removes it.
+        cache.forget_below(account.public_key().as_str(), 6).await;
+        assert!(cache
+            .get_cached(account.public_key().as_str())
+            .await
+            .is_some());
+        cache.forget_below(account.public_key().as_str(), 7).await;
+        assert!(cache
+            .get_cached(account.public_key().as_str())
+            .await
+            .is_none());
+    }
+}
