@@ -28,6 +28,23 @@ fn s3_ready(port: u16, _log: &str) -> bool {
     http_request(port, "GET", "/", &[], b"").is_ok_and(|r| r.status == 200)
 }
 
+/// moto's S3 app with one request handled at a time. moto checks `If-Match` /
+/// `If-None-Match` and then writes without a lock, so on its threaded server two conditional
+/// writes of one object can both succeed (seen: a lost update in the compare-and-swap
+/// conformance test under load). Real S3 checks and writes atomically; serializing requests
+/// gives the tests that guarantee. Connections stay concurrent (keep-alive works).
+pub const SERIALIZED_MOTO: &str = r#"
+import sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def serialized(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+run_simple(sys.argv[1], int(sys.argv[2]), serialized, threaded=True, request_handler=MotoRequestHandler)
+"#;
+
 /// A running moto_server (S3 API) on `127.0.0.1:<ephemeral port>`, killed on
 /// drop.
 ///
@@ -46,26 +63,40 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Starts `moto_server -H 127.0.0.1 -p PORT`, waiting (up to 30 s) until
-    /// `GET /` answers 200. Panics with an install hint if moto is missing.
+    /// Starts moto's S3 app on `127.0.0.1:PORT` (see [`SERIALIZED_MOTO`]), waiting (up to
+    /// 30 s) until `GET /` answers 200. Panics with an install hint if moto is missing.
     pub fn start() -> S3Server {
         let bin = require_moto_server();
+        // The venv's python next to moto_server runs the serialized app; without one (another
+        // install layout) moto_server itself is started.
+        let python = bin.path.with_file_name("python");
+        let serialized = python.is_file();
         let dir = tempfile::Builder::new()
             .prefix("nas-testkit-s3-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create temp dir: {e}"));
         let dir_path = dir.path().to_path_buf();
         let args_for = |port: u16| -> Vec<OsString> {
-            vec![
-                "-H".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string().into(),
-            ]
+            if serialized {
+                vec![
+                    "-c".into(),
+                    SERIALIZED_MOTO.into(),
+                    "127.0.0.1".into(),
+                    port.to_string().into(),
+                ]
+            } else {
+                vec![
+                    "-H".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    port.to_string().into(),
+                ]
+            }
         };
+        let program = if serialized { &python } else { &bin.path };
         let mut proc = Supervised::new(
             "moto_server",
-            &bin.path,
+            program,
             &dir_path,
             dir_path.join("moto_server.log"),
             START_TIMEOUT,
