@@ -63,7 +63,7 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Starts moto's S3 app on `127.0.0.1:PORT` (see [`SERIALIZED_MOTO`]), waiting (up to
+    /// Starts moto's S3 app on `127.0.0.1:PORT` (see `SERIALIZED_MOTO`), waiting (up to
     /// 30 s) until `GET /` answers 200. Panics with an install hint if moto is missing.
     pub fn start() -> S3Server {
         let bin = require_moto_server();
