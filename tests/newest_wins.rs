@@ -315,3 +315,40 @@ async fn a_same_second_reissue_is_either_served_or_refused_with_409() {
     server.stop().await;
     other.stop().await;
 }
+
+/// The history checker found this one: a GET that starts after a POST was acknowledged must
+/// not join a load that began before the POST and get its older reading.
+#[tokio::test]
+async fn a_get_after_an_ack_never_joins_an_older_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("join");
+    let (server, faults) = start(tmp.path(), &op, |_| {}).await;
+    let (acc, v1) = op.account("A");
+    let key = acc.public_key().as_str().to_owned();
+    assert_eq!(post(&server, &key, &v1).await.0, 200);
+    server.store.mark_all_stale();
+    let held = faults.pause(Op::Get, Point::After, Some(&key));
+    let base = server.url();
+    let early = tokio::spawn({
+        let (base, key) = (base.clone(), key.clone());
+        async move { get(&base, &key).await }
+    });
+    held.reached().await;
+    let v3 = reissue(&op, &acc, "A3", common::now() + 5, |_| {});
+    assert_eq!(post(&server, &key, &v3).await.0, 200);
+    // Make the late GET miss the cache, so it finds the early load (holding v1) in flight.
+    server.store.mark_all_stale();
+    let misses = server.metrics.cache_misses.get();
+    let late = tokio::spawn({
+        let (base, key) = (base.clone(), key.clone());
+        async move { get(&base, &key).await }
+    });
+    until("the late GET to join the load", || {
+        server.metrics.cache_misses.get() > misses
+    })
+    .await;
+    held.release();
+    assert_eq!(late.await.unwrap(), (200, v3));
+    let _ = early.await.unwrap();
+    server.stop().await;
+}

@@ -192,7 +192,8 @@ pub struct VerifiedCache {
 }
 
 /// A load in flight, awaited by every request that missed the key meanwhile.
-type SharedLoad = Shared<BoxFuture<'static, Result<Lookup, Arc<StoreError>>>>;
+/// Its output carries the key's generation when the load started.
+type SharedLoad = Shared<BoxFuture<'static, (u64, Result<Lookup, Arc<StoreError>>)>>;
 
 impl VerifiedCache {
     /// Creates the cache and starts invalidating it from the store's change events.
@@ -293,7 +294,10 @@ impl VerifiedCache {
 
     /// Single-flight: concurrent misses of one key share one load. The load runs on its own
     /// task, so it finishes (and leaves the in-flight map) even when every waiter hangs up.
+    /// A request that joins a load started before the key's latest change (one acknowledged
+    /// before this request began) must not get that load's older reading: it reads again.
     async fn load_once(&self, key: &str) -> Result<Lookup, Arc<StoreError>> {
+        let since = self.store.generation(key);
         let shared = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.get(key) {
@@ -301,16 +305,18 @@ impl VerifiedCache {
                 None => {
                     let (this, owned) = (self.clone(), key.to_owned());
                     let task = tokio::spawn(async move {
+                        let started = this.store.generation(&owned);
                         let result = this.refresh(&owned).await;
                         this.inflight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&owned);
-                        result
+                        (started, result)
                     });
                     let load = async move {
                         task.await.unwrap_or_else(|e| {
-                            Err(Arc::new(StoreError::Io(format!("cache load failed: {e}"))))
+                            let error = StoreError::Io(format!("cache load failed: {e}"));
+                            (0, Err(Arc::new(error)))
                         })
                     }
                     .boxed()
@@ -320,7 +326,10 @@ impl VerifiedCache {
                 }
             }
         };
-        shared.await
+        match shared.await {
+            (started, _) if started < since => self.refresh(key).await,
+            (_, result) => result,
+        }
     }
 
     /// Serves what another request just loaded, repeats a recent failure, or reads the store
