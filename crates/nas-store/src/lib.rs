@@ -478,6 +478,26 @@ pub fn redact_url(url: &str) -> String {
         .join(",")
 }
 
+/// What the ordering rule says of an offered token (ranked `offered`) against the `stored`
+/// bytes: `None` when the offer replaces them, else the refusal (`Unchanged`, `Stale`,
+/// `TieLost`). Stored bytes that are not a JWT are always replaced, as nats-server does.
+fn refusal(offered: &Rank, stored: &[u8]) -> Option<PutOutcome> {
+    let meta = TokenMeta::read(stored).ok()?;
+    match order::compare(offered, &Rank::of(meta.iat, stored)) {
+        order::Verdict::Newer => None,
+        order::Verdict::Same => Some(PutOutcome::Unchanged),
+        order::Verdict::Older => Some(PutOutcome::Stale {
+            stored_iat: meta.iat,
+        }),
+        order::Verdict::TieLost => Some(PutOutcome::TieLost { iat: offered.iat }),
+    }
+}
+
+/// The `iat` of stored bytes, 0 when they are not a JWT (then any dated token ranks above).
+fn iat_or_zero(bytes: &[u8]) -> i64 {
+    TokenMeta::read(bytes).map_or(0, |m| m.iat)
+}
+
 /// The generation bucket of a key.
 fn bucket_of(key: &str) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -824,19 +844,8 @@ impl Store {
                     if bytes == token {
                         return Ok(self.unchanged(key, &token, announce));
                     }
-                    // An unreadable stored value is replaced, as nats-server does.
-                    if let Ok(stored) = TokenMeta::read(&bytes) {
-                        let verdict = order::compare(&offered, &Rank::of(stored.iat, &bytes));
-                        let refused = match verdict {
-                            order::Verdict::Older => Some(PutOutcome::Stale {
-                                stored_iat: stored.iat,
-                            }),
-                            order::Verdict::TieLost => Some(PutOutcome::TieLost { iat: meta.iat }),
-                            order::Verdict::Newer | order::Verdict::Same => None,
-                        };
-                        if let Some(outcome) = refused {
-                            return Ok(self.decided(key, outcome));
-                        }
+                    if let Some(outcome) = refusal(&offered, &bytes) {
+                        return Ok(self.decided(key, outcome));
                     }
                     (Precondition::Matches(version), Some(bytes))
                 }
@@ -915,7 +924,7 @@ impl Store {
         };
         // An unreadable tombstone still says "deleted"; only its time is unknown, so any
         // later-issued JWT may re-create the account.
-        Ok(Some(TokenMeta::read(&bytes).map(|m| m.iat).unwrap_or(0)))
+        Ok(Some(iat_or_zero(&bytes)))
     }
 
     /// The tombstone of `key`: the delete request that deleted it, or `None`.
@@ -978,7 +987,7 @@ impl Store {
             let _guard = store.lock_key(&key).await;
             let backend = &store.inner.backend;
             if let Some((bytes, _)) = backend.get(Namespace::Accounts, &key).await? {
-                let stored_iat = TokenMeta::read(&bytes).map(|m| m.iat).unwrap_or(0);
+                let stored_iat = iat_or_zero(&bytes);
                 if stored_iat > iat {
                     return Ok(DeleteOutcome::Stale { stored_iat });
                 }
@@ -1177,15 +1186,10 @@ impl Store {
                 let current = backend.get(Namespace::Activations, &hash_id).await?;
                 let (pre, previous) = match current {
                     None => (Precondition::Absent, None),
-                    Some((bytes, version)) => {
-                        let stored_iat = TokenMeta::read(&bytes).map(|m| m.iat).unwrap_or(0);
-                        match order::compare(&offered, &Rank::of(stored_iat, &bytes)) {
-                            order::Verdict::Same => return Ok(PutOutcome::Unchanged),
-                            order::Verdict::Older => return Ok(PutOutcome::Stale { stored_iat }),
-                            order::Verdict::TieLost => return Ok(PutOutcome::TieLost { iat }),
-                            order::Verdict::Newer => (Precondition::Matches(version), Some(bytes)),
-                        }
-                    }
+                    Some((bytes, version)) => match refusal(&offered, &bytes) {
+                        Some(outcome) => return Ok(outcome),
+                        None => (Precondition::Matches(version), Some(bytes)),
+                    },
                 };
                 match backend
                     .put(Namespace::Activations, &hash_id, token.clone(), pre)
