@@ -228,6 +228,13 @@ async fn main() -> ExitCode {
     if cli.dump {
         tracing::info!("effective configuration: {config:#?}");
     }
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let mut config = config;
     loop {
         let server = match Server::start(&config).await {
@@ -237,7 +244,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        match wait_for_signal().await {
+        match signals.next().await {
             Signal::Stop => {
                 tracing::info!("received stop signal, shutting down");
                 server.stop().await;
@@ -262,19 +269,29 @@ enum Signal {
     Reload,
 }
 
-async fn wait_for_signal() -> Signal {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return Signal::Stop;
-    };
-    tokio::select! {
-        _ = term.recv() => Signal::Stop,
-        _ = int.recv() => Signal::Stop,
-        _ = hup.recv() => Signal::Reload,
+/// The stop and reload signals, installed once before the first start: a SIGHUP that arrives
+/// while the server starts must reload it, not end the process (the default action).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
     }
 }

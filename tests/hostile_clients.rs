@@ -14,14 +14,22 @@ use common::Operator;
 const SLOW_CLIENTS: usize = 40;
 
 async fn start(dir: &std::path::Path, op: &Operator, read_timeout: Duration) -> Server {
+    start_with(dir, op, |c| c.http.read_timeout = read_timeout).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    op: &Operator,
+    tweak: impl FnOnce(&mut Config),
+) -> Server {
     std::fs::write(dir.join("operator.jwt"), &op.jwt).unwrap();
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.http.read_timeout = read_timeout;
     config.store.kind = StoreKind::Dir;
     config.store.dir = dir.join("jwt");
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
+    tweak(&mut config);
     Server::start(&config).await.unwrap()
 }
 
@@ -93,6 +101,194 @@ async fn slow_bodies_are_cut_at_the_read_timeout_while_gets_keep_answering() {
         "nothing stored from the cut requests"
     );
     server.stop().await;
+}
+
+/// Reads one counter or gauge from the server's `/metrics`.
+async fn metric(server: &Server, name: &str) -> i64 {
+    let base = match server.metrics_addr {
+        Some(addr) => format!("http://{addr}"),
+        None => server.url(),
+    };
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+/// Polls a metric until `done` holds (bounded: 20 s), returning its last value.
+async fn await_metric(server: &Server, name: &str, done: impl Fn(i64) -> bool) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = metric(server, name).await;
+        if done(value) || tokio::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw GET on a connection whose receive buffer is tiny, so the server's writes stall as soon
+/// as the kernel's buffers are full.
+async fn stalled_get(port: u16, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_at_the_write_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("stall");
+    let server = start_with(tmp.path(), &op, |c| {
+        c.http.write_timeout = Duration::from_millis(500)
+    })
+    .await;
+    // Ten account JWTs of ~800 KB: a PACK of 8 MB is more than loopback's buffers (4 MiB at
+    // most for the sender) hold for a receiver with a 4 KiB window.
+    let client = reqwest::Client::new();
+    let mut total = 0;
+    for i in 0..10 {
+        let key = nas_jwt::nkey::SigningKey::generate(nas_jwt::nkey::KeyRole::Account);
+        let mut claims =
+            nas_jwt::AccountClaims::new_account(key.public_key().as_str(), &format!("big{i}"));
+        claims.nats.common.tags = vec!["t".repeat(600_000)];
+        let jwt = nas_jwt::encode(&mut claims, &op.signing_key, common::now()).unwrap();
+        total += jwt.len();
+        let url = format!(
+            "{}/jwt/v1/accounts/{}",
+            server.url(),
+            key.public_key().as_str()
+        );
+        let res = client.post(&url).body(jwt).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    let mut stalled = stalled_get(server.http_addr.port(), "/jwt/v1/pack").await;
+    let cut = await_metric(&server, "nas_http_write_timeouts_total", |n| n >= 1).await;
+    assert_eq!(cut, 1, "the stalled connection was not cut");
+    // Reading now drains what the kernel held, then the connection ends short of the body.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut got))
+        .await
+        .expect("the server closed the connection");
+    assert!(got.len() < total, "{} of {total} bytes arrived", got.len());
+    // A reader that reads gets all of it.
+    let pack = client
+        .get(format!("{}/jwt/v1/pack", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(pack.bytes().await.unwrap().len() > total);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_maxconnections_wait_for_a_free_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("conns");
+    let server = start_with(tmp.path(), &op, |c| {
+        c.http.workers = 1;
+        c.http.max_connections = 4;
+        c.http.read_timeout = Duration::from_secs(60);
+        // Metrics on their own listener, so reading them takes no API slot.
+        c.metrics.listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let port = server.http_addr.port();
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        holders.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let open = await_metric(&server, "nas_http_open_connections", |n| n == 4).await;
+    assert_eq!(open, 4, "all four holders were accepted");
+    let freed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waiting = {
+        let freed = freed.clone();
+        tokio::spawn(async move {
+            let res = tokio::task::spawn_blocking(move || {
+                nas_testkit::http_request(port, "GET", "/jwt/v1/accounts/", &[], b"")
+            })
+            .await
+            .unwrap();
+            (
+                res.map(|r| r.status),
+                freed.load(std::sync::atomic::Ordering::SeqCst),
+            )
+        })
+    };
+    // Time for an unbounded server to answer (which fails the test below); a bounded one
+    // cannot answer until a slot frees.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    freed.store(true, std::sync::atomic::Ordering::SeqCst);
+    holders.clear();
+    let (status, after_free) = waiting.await.unwrap();
+    assert_eq!(status.unwrap(), 200);
+    assert!(
+        after_free,
+        "a connection over the limit was served while all slots were held"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_keepalive_connection_closes_after_maxkeepaliverequests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("ka");
+    let server = start_with(tmp.path(), &op, |c| c.http.max_keepalive_requests = 3).await;
+    let mut conn = TcpStream::connect(("127.0.0.1", server.http_addr.port()))
+        .await
+        .unwrap();
+    let request = b"GET /jwt/v1/accounts/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    for _ in 0..3 {
+        conn.write_all(request).await.unwrap();
+    }
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut all))
+        .await
+        .expect("the server closes after the third response")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all).to_lowercase();
+    assert_eq!(text.matches("http/1.1 200").count(), 3, "{text}");
+    assert_eq!(text.matches("connection: close").count(), 1, "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stop_waits_for_a_stuck_request_no_longer_than_the_shutdown_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("drain");
+    let server = start_with(tmp.path(), &op, |c| {
+        c.http.read_timeout = Duration::from_secs(60);
+        c.http.shutdown_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (acc, _) = op.account("A");
+    let port = server.http_addr.port();
+    let stuck = tokio::spawn(trickle(port, acc.public_key().as_str().to_owned()));
+    // The metrics request counts itself: 2 means the stuck POST is in its handler.
+    let in_flight = await_metric(&server, "nas_http_requests_in_flight", |n| n >= 2).await;
+    assert_eq!(in_flight, 2);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), server.stop())
+        .await
+        .expect("stop is bounded");
+    let (closed, _) = stuck.await.unwrap();
+    assert!(
+        closed,
+        "the stuck request's connection was closed by the stop"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
 }
 
 /// Activations are an authenticated write now: only accounts this server holds (or their

@@ -120,8 +120,16 @@ pub struct HttpConfig {
     pub port: u16,
     /// Read timeout.
     pub read_timeout: Duration,
-    /// Write timeout.
+    /// Longest a response write may make no progress before the connection is closed.
     pub write_timeout: Duration,
+    /// Longest an idle keep-alive connection is kept (`None` = the read timeout, as Go).
+    pub idle_timeout: Option<Duration>,
+    /// Open connections, all workers together; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests served on one connection before it is closed (0 = no limit).
+    pub max_keepalive_requests: u32,
+    /// How long a graceful stop waits for in-flight requests before closing them.
+    pub shutdown_timeout: Duration,
     /// Certificate (PEM) for HTTPS.
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) for HTTPS.
@@ -287,6 +295,10 @@ impl Default for Config {
                 port: 9090,
                 read_timeout: Duration::from_millis(5000),
                 write_timeout: Duration::from_millis(5000),
+                idle_timeout: None,
+                max_connections: 4096,
+                max_keepalive_requests: 1000,
+                shutdown_timeout: Duration::from_millis(5000),
                 tls_cert: None,
                 tls_key: None,
                 // A 1 MiB token may arrive with a trailing CR/LF.
@@ -567,6 +579,10 @@ impl Config {
                     "port",
                     "readtimeout",
                     "writetimeout",
+                    "idletimeout",
+                    "maxconnections",
+                    "maxkeepaliverequests",
+                    "shutdowntimeout",
                     "tls",
                     "bodylimit",
                     "workers",
@@ -585,6 +601,17 @@ impl Config {
             }
             set(&mut h.read_timeout, Reader::millis(m, "readtimeout")?);
             set(&mut h.write_timeout, Reader::millis(m, "writetimeout")?);
+            h.idle_timeout = Reader::millis(m, "idletimeout")?.or(h.idle_timeout);
+            set(
+                &mut h.shutdown_timeout,
+                Reader::millis(m, "shutdowntimeout")?,
+            );
+            if let Some(n) = Reader::int(m, "maxconnections")? {
+                h.max_connections = usize::try_from(n).unwrap_or(1).max(1);
+            }
+            if let Some(n) = Reader::int(m, "maxkeepaliverequests")? {
+                h.max_keepalive_requests = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+            }
             if let Some(limit) = Reader::int(m, "bodylimit")? {
                 h.body_limit = usize::try_from(limit)
                     .unwrap_or(0)

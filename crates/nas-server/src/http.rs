@@ -817,7 +817,11 @@ pub async fn observe<B: MessageBody>(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
+    let _in_flight = metrics
+        .as_ref()
+        .map(|m| crate::metrics::GaugeGuard::inc(&m.http_in_flight));
     let mut res = next.call(req).await?;
+    crate::listener::spend_request_budget(&mut res);
     let is_preflight = res.status() == StatusCode::NO_CONTENT && method == Method::OPTIONS;
     if !is_preflight {
         let headers = res.headers_mut();

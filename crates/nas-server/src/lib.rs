@@ -12,6 +12,7 @@ pub mod config;
 mod help;
 pub mod http;
 pub mod instrumented;
+pub mod listener;
 pub mod metrics;
 pub mod nats;
 pub mod notify;

@@ -12,6 +12,12 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP request duration by route pattern.
     pub http_duration: HistogramVec,
+    /// API requests being handled now.
+    pub http_in_flight: IntGauge,
+    /// API connections open now (bounded by `http { maxconnections }`).
+    pub http_open_connections: IntGauge,
+    /// API connections closed because the peer read nothing for `http { writetimeout }`.
+    pub http_write_timeouts: IntCounter,
     /// Verified-cache hits.
     pub cache_hits: IntCounter,
     /// Verified-cache misses.
@@ -40,6 +46,23 @@ pub struct Metrics {
     /// Resolver protocol requests by kind (`lookup`, `update`, `pack`, `list`, `delete`, and
     /// `lookup_sent` for our own LOOKUPs on HTTP GET misses) and result.
     pub resolver_requests: IntCounterVec,
+}
+
+/// Holds a gauge one higher while it lives (in-flight requests, open connections).
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` until the guard is dropped.
+    pub fn inc(gauge: &IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -105,6 +128,21 @@ impl Metrics {
                 "HTTP request duration by route pattern",
                 &["route"],
                 fast.clone(),
+            ),
+            http_in_flight: gauge(
+                &registry,
+                "http_requests_in_flight",
+                "API requests being handled now",
+            ),
+            http_open_connections: gauge(
+                &registry,
+                "http_open_connections",
+                "API connections open now (bounded by http.maxconnections)",
+            ),
+            http_write_timeouts: counter(
+                &registry,
+                "http_write_timeouts_total",
+                "API connections closed because the peer read nothing for http.writetimeout",
             ),
             cache_hits: counter(&registry, "cache_hits_total", "Verified-JWT cache hits"),
             cache_misses: counter(&registry, "cache_misses_total", "Verified-JWT cache misses"),

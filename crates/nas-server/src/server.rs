@@ -43,7 +43,7 @@ pub enum StartError {
 
 /// A running server.
 pub struct Server {
-    http: actix_web::dev::ServerHandle,
+    http: actix_server::ServerHandle,
     metrics_http: Option<actix_web::dev::ServerHandle>,
     /// Bound address of the API listener.
     pub http_addr: SocketAddr,
@@ -345,37 +345,29 @@ impl Server {
 
         let body_limit = config.http.body_limit;
         let app_state = state.clone();
-        let mut http = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .app_data(web::PayloadConfig::new(body_limit))
-                .wrap(middleware::from_fn(http::observe))
-                .configure(http::routes)
-        })
-        .disable_signals()
-        .client_request_timeout(config.http.read_timeout)
-        .shutdown_timeout(5);
-        if config.http.workers > 0 {
-            http = http.workers(config.http.workers);
-        }
         let bind = config.http_bind();
         let tls = tls_config(config)?;
         let is_tls = tls.is_some();
-        let http = match tls {
-            Some(tls) => http.bind_rustls_0_23(&bind, tls),
-            None => http.bind(&bind),
-        }
+        let connection_metrics = crate::listener::ConnectionMetrics {
+            open: metrics.http_open_connections.clone(),
+            write_timeouts: metrics.http_write_timeouts.clone(),
+        };
+        let limits = listener_limits(config);
+        let listener = crate::listener::bind(&bind, &limits, tls, connection_metrics, move || {
+            crate::listener::mount(
+                App::new()
+                    .app_data(app_state.clone())
+                    .app_data(web::PayloadConfig::new(body_limit))
+                    .wrap(middleware::from_fn(http::observe))
+                    .configure(http::routes),
+            )
+        })
         .map_err(|error| StartError::Listen {
             addr: bind.clone(),
             error,
         })?;
-        let http_addr = *http.addrs().first().ok_or_else(|| StartError::Listen {
-            addr: bind.clone(),
-            error: std::io::Error::other("no address bound"),
-        })?;
-        let http = http.run();
-        let http_handle = http.handle();
-        tokio::spawn(http);
+        let http_addr = listener.addr;
+        let http_handle = listener.spawn();
         let scheme = if is_tls { "https" } else { "http" };
         tracing::info!("{scheme} listening on {http_addr}");
 
@@ -459,6 +451,20 @@ impl Server {
             }
             tracing::info!("disconnected from NATS");
         }
+    }
+}
+
+/// The API listener's connection bounds from `http { … }`.
+fn listener_limits(config: &Config) -> crate::listener::Limits {
+    let http = &config.http;
+    crate::listener::Limits {
+        read_timeout: http.read_timeout,
+        write_timeout: http.write_timeout,
+        idle_timeout: http.idle_timeout.unwrap_or(http.read_timeout),
+        max_keepalive_requests: http.max_keepalive_requests,
+        max_connections: http.max_connections,
+        shutdown_timeout: http.shutdown_timeout,
+        workers: http.workers,
     }
 }
 
