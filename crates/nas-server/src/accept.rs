@@ -204,6 +204,9 @@ impl Accepter {
                 limit: MAX_TOKEN_BYTES,
             });
         }
+        if let Some(trust) = &self.trust {
+            reject_foreign_operator(trust, body)?;
+        }
         let (token, claims) = nas_jwt::decode(body)
             .and_then(|jwt| jwt.into_account())
             .map_err(|e| match e {
@@ -235,7 +238,12 @@ impl Accepter {
         let Some(trust) = &self.trust else {
             return Err(AcceptError::NoOperator);
         };
-        match trust.verify_account(token.as_bytes(), Some(&claims.sub), now) {
+        // One parse and one signature check (against `iss`, now known to be trusted or
+        // refused just below): the trust and validation rules run on the decoded claims.
+        let result = trust
+            .check_account_claims(&claims, Some(now))
+            .map(|()| nas_jwt::VerifiedAccount { token, claims });
+        match result {
             Ok(verified) => Ok(verified),
             Err(VerifyError::StrictIdentityKey) => Err(AcceptError::StrictIdentityKey),
             Err(VerifyError::Untrusted(iss)) => Err(AcceptError::Untrusted(iss)),
@@ -340,7 +348,80 @@ impl Accepter {
     }
 }
 
+/// Refuses, before any signature check, a token whose `iss` is an operator key this server does
+/// not trust: a flood of foreign-signed tokens costs a base64 and JSON pass each, not an
+/// ed25519 verification. Anything it cannot read goes on to the full decode, which says why.
+fn reject_foreign_operator(trust: &OperatorTrust, body: &[u8]) -> Result<(), AcceptError> {
+    let Ok(payload) = nas_jwt::jwt::peek_payload(body) else {
+        return Ok(());
+    };
+    let Some(iss) = payload.get("iss").and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
+    let is_operator = PublicKey::parse(iss).is_ok_and(|k| k.role() == KeyRole::Operator);
+    if is_operator && !trust.is_operator_key(iss) {
+        return Err(AcceptError::Untrusted(iss.to_owned()));
+    }
+    Ok(())
+}
+
 /// The first 12 characters of a key, for log lines (the whole key when shorter).
 pub fn short_key(key: &str) -> &str {
     key.get(..12).unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheOptions;
+    use nas_jwt::{encode, AccountClaims, SigningKey};
+    use nas_store::memory::MemoryBackend;
+
+    fn accepter(trusted: &SigningKey) -> Accepter {
+        let store = Store::new(Arc::new(MemoryBackend::new()));
+        let trust = Arc::new(OperatorTrust::new(
+            trusted.public_key().as_str(),
+            Vec::new(),
+            false,
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let cache = VerifiedCache::new(
+            store.clone(),
+            Some(trust.clone()),
+            metrics.clone(),
+            &CacheOptions::default(),
+        );
+        Accepter::new(store, Some(trust), cache, metrics, String::new())
+    }
+
+    /// A foreign operator's token is refused before its signature is looked at: one with a
+    /// broken signature gets the same answer as a well-signed one (a signature check first
+    /// would call it malformed).
+    #[tokio::test]
+    async fn a_foreign_issuer_is_refused_before_any_signature_check() {
+        let ours = SigningKey::generate(KeyRole::Operator);
+        let foreign = SigningKey::generate(KeyRole::Operator);
+        let account = SigningKey::generate(KeyRole::Account);
+        let mut claims = AccountClaims::new_account(account.public_key().as_str(), "A");
+        let token = encode(&mut claims, &foreign, nas_jwt::unix_now()).expect("encode");
+        let mut broken = token.clone().into_bytes();
+        let last = broken.len() - 2;
+        broken[last] = if broken[last] == b'A' { b'B' } else { b'A' };
+        let accepter = accepter(&ours);
+        for body in [token.as_bytes(), &broken[..]] {
+            match accepter.check(None, body, nas_jwt::unix_now()) {
+                Err(AcceptError::Untrusted(iss)) => assert_eq!(iss, foreign.public_key().as_str()),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A token of our operator with a broken signature is still refused, as malformed.
+        let good = encode(&mut claims, &ours, nas_jwt::unix_now()).expect("encode");
+        let mut tampered = good.into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(matches!(
+            accepter.check(None, &tampered, nas_jwt::unix_now()),
+            Err(AcceptError::Malformed(_))
+        ));
+    }
 }
