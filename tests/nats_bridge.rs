@@ -1105,3 +1105,68 @@ async fn a_same_second_reissue_over_nats_follows_the_tie_break_both_ways() {
     );
     server.stop().await;
 }
+
+/// `?notify=true` is open to anyone who can GET: a burst of them for one account is one
+/// message to the nats-servers, not one per request. A later change of another account is the
+/// sentinel: everything published before it has arrived when it does.
+#[tokio::test]
+async fn notify_on_demand_is_one_message_per_account_per_second() {
+    let bin = require_nats_servers().remove(0);
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("burst");
+    let (a, a_jwt) = op.account("A");
+    let (b, b_jwt) = op.account("B");
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |_| {}).await;
+    for (key, jwt) in [(&op.system, &op.system_jwt), (&a, &a_jwt), (&b, &b_jwt)] {
+        assert_eq!(post(&server, key.public_key().as_str(), jwt).await, 200);
+    }
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(format!(
+            "operator: {}\nsystem_account: {}\nresolver: URL({}/jwt/v1/accounts/)\n",
+            op.jwt,
+            op.system.public_key(),
+            server.url()
+        ))
+        .start();
+    wait_connected(&server).await;
+    let watcher = connect(&nats, &tmp.path().join("sys.creds")).await.unwrap();
+    let mut updates = watcher
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+
+    let client = reqwest::Client::new();
+    let url = format!(
+        "{}/jwt/v1/accounts/{}?notify=true",
+        server.url(),
+        a.public_key()
+    );
+    for _ in 0..50 {
+        assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    }
+    let b_newer = reissue(&op, &b, "B", now() + 1, |_| {});
+    assert_eq!(post(&server, b.public_key().as_str(), &b_newer).await, 200);
+
+    let a_subject = format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", a.public_key());
+    let b_subject = format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", b.public_key());
+    let mut for_a = 0;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(15), updates.next())
+            .await
+            .expect("the sentinel update arrives")
+            .unwrap();
+        if msg.subject.as_str() == b_subject {
+            assert_eq!(msg.payload, b_newer.as_bytes());
+            break;
+        }
+        if msg.subject.as_str() == a_subject {
+            assert_eq!(msg.payload, a_jwt.as_bytes());
+            for_a += 1;
+        }
+    }
+    assert_eq!(for_a, 1, "50 on-demand notifies of one account");
+    server.stop().await;
+}

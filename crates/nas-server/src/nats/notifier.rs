@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, Event};
 use bytes::Bytes;
@@ -32,6 +32,13 @@ const MAX_PENDING: usize = 100_000;
 const RETRY_TICK: Duration = Duration::from_millis(250);
 /// Bound of one publish or flush, so a half-dead connection cannot stall the publisher.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `?notify=true` republishes an account at most this often: anyone who can GET can ask, and
+/// each request would otherwise be a message to every nats-server.
+const REPUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Accounts whose last on-demand republish is remembered at most; when full (after forgetting
+/// those older than the interval), further requests are coalesced into nothing.
+const MAX_REPUBLISHED: usize = 10_000;
 
 /// The subject nats-servers (and other account servers) listen on for account changes.
 pub(crate) fn update_subject(key: &str) -> String {
@@ -56,6 +63,8 @@ pub struct NatsNotifier {
     closed: AtomicBool,
     /// Called on every (re)connect: updates published by others while we were away were missed.
     on_connect: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// When each account was last republished on demand ([`REPUBLISH_INTERVAL`]).
+    republished: Mutex<HashMap<String, Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -72,6 +81,7 @@ impl NatsNotifier {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             on_connect: Mutex::new(None),
+            republished: Mutex::new(HashMap::new()),
             metrics,
         });
         tokio::spawn(publisher(Arc::downgrade(&notifier), events));
@@ -99,6 +109,24 @@ impl NatsNotifier {
             .notifications
             .with_label_values(&[result])
             .inc();
+    }
+
+    /// Whether an on-demand republish of `key` may go out now (at most one per account per
+    /// [`REPUBLISH_INTERVAL`], memory bounded by [`MAX_REPUBLISHED`]).
+    fn may_republish(&self, key: &str) -> bool {
+        let now = Instant::now();
+        let mut recent = self.republished.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= MAX_REPUBLISHED {
+            recent.retain(|_, at| now.duration_since(*at) < REPUBLISH_INTERVAL);
+        }
+        match recent.get(key) {
+            Some(at) if now.duration_since(*at) < REPUBLISH_INTERVAL => false,
+            _ if recent.len() >= MAX_REPUBLISHED => false,
+            _ => {
+                recent.insert(key.to_owned(), now);
+                true
+            }
+        }
     }
 
     /// Queues `jwt` for `key` unless a change with a higher `seq` is queued (`replace: false`:
@@ -226,6 +254,11 @@ impl Notifier for NatsNotifier {
     }
 
     fn republish(&self, key: &str, jwt: &Bytes) -> NotifyOutcome {
+        if !self.may_republish(key) {
+            // Coalesced with the republish of less than a second ago: the nats-servers have it.
+            self.count("coalesced");
+            return NotifyOutcome::Sent;
+        }
         self.enqueue(key, jwt, 0, false)
     }
 }
