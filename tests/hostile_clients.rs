@@ -367,3 +367,98 @@ async fn activations_need_a_served_issuer_validity_and_a_newer_iat() {
     assert_eq!(stored, newer.as_bytes());
     server.stop().await;
 }
+
+/// One account's keys cannot fill the store: past `maxactivationsperaccount` distinct
+/// activations a new one is refused (403, nothing stored) while re-issuing a held one still
+/// works; and a token planted in the store by hand that no held account issued is never served.
+#[tokio::test]
+async fn activations_are_bounded_per_account_and_served_only_when_they_verify() {
+    use nas_jwt::{encode, ActivationClaims, KeyRole, SigningKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("bounded");
+    let server = start_with(tmp.path(), &op, |c| c.max_activations_per_account = 2).await;
+    let client = reqwest::Client::new();
+    let (exporter, exporter_jwt) = op.account("EXPORTER");
+    let url = format!("{}/jwt/v1/accounts/{}", server.url(), exporter.public_key());
+    assert_eq!(
+        client
+            .post(&url)
+            .body(exporter_jwt)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let grant = |signer: &SigningKey, importer: &str, iat: i64| {
+        let mut claims = ActivationClaims::new(importer, "grant");
+        claims.nats.subject = "svc.orders".into();
+        claims.nats.kind = "service".into();
+        let token = encode(&mut claims, signer, iat).unwrap();
+        let hash = nas_jwt::activation_hash_id(&claims).unwrap();
+        (token, hash)
+    };
+    let post = |token: String| {
+        let client = client.clone();
+        let url = format!("{}/jwt/v1/activations", server.url());
+        async move {
+            let res = client.post(url).body(token).send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let importers: Vec<String> = (0..3)
+        .map(|_| {
+            SigningKey::generate(KeyRole::Account)
+                .public_key()
+                .as_str()
+                .to_owned()
+        })
+        .collect();
+    let now = common::now();
+    let (first, first_hash) = grant(&exporter, &importers[0], now);
+    assert_eq!(post(first).await.0, 200);
+    assert_eq!(post(grant(&exporter, &importers[1], now).0).await.0, 200);
+    let (third, third_hash) = grant(&exporter, &importers[2], now);
+    let (status, body) = post(third).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("already holds 2 activations"), "{body}");
+    assert!(server
+        .store
+        .get_activation(&third_hash)
+        .await
+        .unwrap()
+        .is_none());
+    // A held one may still be replaced by a newer one.
+    let (newer, newer_hash) = grant(&exporter, &importers[0], now + 5);
+    assert_eq!(newer_hash, first_hash);
+    assert_eq!(post(newer.clone()).await.0, 200);
+    let got = client
+        .get(format!("{}/jwt/v1/activations/{first_hash}", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.text().await.unwrap(), newer);
+
+    // Planted by hand: correctly self-signed by an account this server does not hold.
+    let stranger = SigningKey::generate(KeyRole::Account);
+    let (planted, planted_hash) = grant(&stranger, &importers[2], now);
+    let dir = tmp.path().join("jwt").join("activations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{planted_hash}.jwt")), &planted).unwrap();
+    assert!(server
+        .store
+        .get_activation(&planted_hash)
+        .await
+        .unwrap()
+        .is_some());
+    let res = client
+        .get(format!(
+            "{}/jwt/v1/activations/{planted_hash}",
+            server.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    server.stop().await;
+}

@@ -61,6 +61,20 @@ pub struct Served {
 }
 
 impl Served {
+    /// Builds the served form of a verified activation token (`key` is its subject).
+    pub fn activation(claims: &nas_jwt::ActivationClaims, token: Bytes) -> Served {
+        Served {
+            key: claims.sub.clone(),
+            token,
+            jti: claims.jti.clone(),
+            etag: format!("\"{}\"", claims.jti),
+            exp: claims.exp,
+            iat: claims.iat,
+            name: claims.name.clone(),
+            loaded_at: Instant::now(),
+        }
+    }
+
     /// Builds the served form of a verified account.
     pub fn new(verified: &VerifiedAccount, token: Bytes) -> Served {
         let claims = &verified.claims;

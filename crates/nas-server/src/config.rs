@@ -253,6 +253,8 @@ pub struct Config {
     pub replication_timeout: Duration,
     /// `max` of pack imports and upper bound of `/jwt/v1/pack` (negative = none).
     pub max_replication_pack: i64,
+    /// Activations one account may hold (new; see `nas_server::activation`).
+    pub max_activations_per_account: usize,
     /// How long a replica serves an account before asking the primary again (new).
     pub replica_validity: Duration,
     /// Logging.
@@ -281,6 +283,7 @@ impl Default for Config {
             primary: None,
             replication_timeout: Duration::from_millis(5000),
             max_replication_pack: 10_000,
+            max_activations_per_account: 1000,
             replica_validity: Duration::from_secs(3600),
             logging: LoggingConfig {
                 time: true,
@@ -525,6 +528,7 @@ impl Config {
                 "primary",
                 "replicationtimeout",
                 "maxreplicationpack",
+                "maxactivationsperaccount",
                 "replicavalidity",
                 "logging",
                 "http",
@@ -555,6 +559,9 @@ impl Config {
             &mut c.max_replication_pack,
             Reader::int(root, "maxreplicationpack")?,
         );
+        if let Some(n) = Reader::int(root, "maxactivationsperaccount")? {
+            c.max_activations_per_account = usize::try_from(n).unwrap_or(0);
+        }
 
         if let Some(m) = Reader::block(root, "logging")? {
             r.check_known(

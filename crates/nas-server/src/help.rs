@@ -42,10 +42,12 @@ Every stored, unexpired account JWT as `<pubkey>|<jwt>` lines (at most `max`, bo
 ## POST /jwt/v1/activations
 Store an activation token under its hash id. Accepted only when it is issued by an account this
 server serves (or by one of that account's signing keys, with issuer_account naming it), is not
-expired and is valid now; a newer iat replaces the stored token, an older one gets 409.
+expired and is valid now; a newer iat replaces the stored token, an older one gets 409. An
+account holds at most `maxactivationsperaccount` activations (default 1000; 403 beyond).
 
 ## GET /jwt/v1/activations/<hash>
-An activation token by hash id; `text`, `decode`, ETag and 304 as for accounts.
+An activation token by hash id, served only while it still verifies as above; `text`, `decode`,
+ETag and 304 as for accounts.
 
 ## GET /healthz
 200 while the server runs; the JSON body reports the store and NATS state.

@@ -26,6 +26,8 @@ pub struct AppState {
     pub cache: VerifiedCache,
     /// The accept rule (POST path).
     pub accepter: Accepter,
+    /// Activation tokens (accept rule, bound, verified cache).
+    pub activations: crate::activation::Activations,
     /// The store (pack, activations, health).
     pub store: Store,
     /// Metrics.
@@ -517,7 +519,7 @@ async fn post_activation(state: web::Data<AppState>, payload: web::Payload) -> H
         Ok(body) => body,
         Err(response) => return response,
     };
-    match crate::activation::accept_activation(&state.cache, &state.store, &body, now()).await {
+    match state.activations.accept(&body, now()).await {
         Ok(_) => HttpResponse::Ok().finish(),
         Err(E::ReadOnly) => accept_error_response(&AcceptError::ReadOnly(String::new())),
         Err(E::Store(e @ StoreError::Unavailable(_))) => store_unavailable(&e),
@@ -529,6 +531,7 @@ async fn post_activation(state: web::Data<AppState>, payload: web::Payload) -> H
             )
         }
         Err(e @ E::Stale { .. }) => plain(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ E::TooMany { .. }) => plain(StatusCode::FORBIDDEN, &e.to_string()),
         Err(e) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
@@ -539,24 +542,12 @@ async fn get_activation(
     req: HttpRequest,
     hash: web::Path<String>,
 ) -> HttpResponse {
-    let not_found = || stdlib(StatusCode::NOT_FOUND, "No Matching JWT");
-    let bytes = match state.store.get_activation(&hash).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) | Err(StoreError::InvalidKey { .. }) => return not_found(),
+    let served = match state.activations.get(&hash).await {
+        Ok(Some(served)) => served,
+        Ok(None) | Err(StoreError::InvalidKey { .. }) => {
+            return stdlib(StatusCode::NOT_FOUND, "No Matching JWT")
+        }
         Err(e) => return store_unavailable(&e),
-    };
-    let Ok((_, claims)) = nas_jwt::decode(&bytes).and_then(|j| j.into_activation()) else {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "error loading JWT");
-    };
-    let served = Served {
-        key: claims.sub.clone(),
-        token: bytes,
-        etag: format!("\"{}\"", claims.jti),
-        jti: claims.jti.clone(),
-        exp: claims.exp,
-        iat: claims.iat,
-        name: claims.name.clone(),
-        loaded_at: std::time::Instant::now(),
     };
     respond_with_jwt(&state, &req, &Query::parse(&req), &served, false).await
 }

@@ -325,7 +325,13 @@ impl Server {
             ))),
             _ => None,
         };
+        let activations = crate::activation::Activations::new(
+            cache.clone(),
+            store.clone(),
+            config.max_activations_per_account,
+        );
         let state = web::Data::new(AppState {
+            activations,
             cache,
             accepter,
             store: store.clone(),

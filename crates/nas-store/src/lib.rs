@@ -1133,6 +1133,33 @@ impl Store {
         Ok(self.lock_hash().total)
     }
 
+    /// Every stored activation as `(hash id, bytes)`, in no particular order. Each entry is one
+    /// consistent read; the whole is not a snapshot.
+    pub async fn activations(&self) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let backend = self.inner.backend.clone();
+        let mut ids = Vec::new();
+        let mut stream = backend.list(Namespace::Activations).await?;
+        while let Some(id) = stream.next().await {
+            let id = id?;
+            if check_hash_id(&id).is_ok() {
+                ids.push(id);
+            }
+        }
+        let mut reads = futures::stream::iter(ids)
+            .map(|id| {
+                let backend = backend.clone();
+                async move { (backend.get(Namespace::Activations, &id).await, id) }
+            })
+            .buffer_unordered(READ_CONCURRENCY);
+        let mut out = Vec::new();
+        while let Some((got, id)) = reads.next().await {
+            if let Some((bytes, _)) = got? {
+                out.push((id, bytes));
+            }
+        }
+        Ok(out)
+    }
+
     /// An activation token by hash id (exactly the stored bytes), or `None`.
     pub async fn get_activation(&self, hash_id: &str) -> Result<Option<Bytes>, StoreError> {
         check_hash_id(hash_id)?;
