@@ -48,6 +48,30 @@ pub struct Metrics {
     pub resolver_requests: IntCounterVec,
 }
 
+/// Admits one event per wall-clock second (for log lines a client can cause at will).
+pub struct OncePerSecond(std::sync::atomic::AtomicU64);
+
+impl OncePerSecond {
+    /// Nothing admitted yet.
+    pub const fn new() -> OncePerSecond {
+        OncePerSecond(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// Whether this is the first event of the current second.
+    pub fn admit(&self) -> bool {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.0.swap(second, std::sync::atomic::Ordering::Relaxed) != second
+    }
+}
+
+impl Default for OncePerSecond {
+    fn default() -> Self {
+        OncePerSecond::new()
+    }
+}
+
 /// Holds a gauge one higher while it lives (in-flight requests, open connections).
 pub struct GaugeGuard(IntGauge);
 

@@ -44,7 +44,7 @@ pub enum NatsError {
 }
 
 /// Messages one subscription may queue (async-nats's default is 65,536).
-pub const SUBSCRIPTION_CAPACITY: usize = 256;
+pub const SUBSCRIPTION_CAPACITY: usize = 64;
 
 /// Whether the client can publish right now. Publishing while disconnected would fill the
 /// client's command channel and then block, so every sender checks this first.

@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 /// Requests handled at the same time at most; further messages wait in the subscription, so a
 /// flood of requests cannot spawn unbounded work.
 const MAX_IN_FLIGHT: usize = 64;
+/// Refused updates are logged at info level once a second at most (the rest at debug): any
+/// system user can send them, and a log line per message would turn a flood into disk use.
+static REFUSAL_LOG: crate::metrics::OncePerSecond = crate::metrics::OncePerSecond::new();
 /// Gap after which a PACK reply stream we requested is considered finished without its end
 /// marker (a responder that died mid-stream).
 const PACK_GAP: Duration = Duration::from_secs(2);
@@ -304,7 +307,11 @@ impl Responder {
                     }
                     other => other.to_string(),
                 };
-                tracing::info!("refused an update for {account} over NATS: {reason}");
+                if REFUSAL_LOG.admit() {
+                    tracing::info!("refused an update for {account} over NATS: {reason}");
+                } else {
+                    tracing::debug!("refused an update for {account} over NATS: {reason}");
+                }
                 json!({"error": {"account": account, "code": 500, "description": format!("jwt update resulted in error - {reason}")}})
             }
         }
