@@ -216,3 +216,72 @@ async fn two_instances_on_one_bucket_converge_within_the_cache_ttl() {
     );
     assert_eq!(get(&b, missing.public_key().as_str()).await.0, 200);
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
+fn test_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("redis.pem"),
+        dir.join("redis.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// `rediss://` against a real redis-server speaking TLS with a certificate of a CA made here:
+/// with `store { tls { ca } }` the store works (the write lands in that Redis); without it the
+/// certificate is refused and nothing is served.
+#[tokio::test]
+async fn rediss_works_with_the_configured_ca_and_refuses_an_unknown_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(tmp.path());
+    let (redis, tls_port) = RedisServer::start_tls(&cert, &key, &ca);
+    let op = Operator::new("rediss");
+    std::fs::write(tmp.path().join("operator.jwt"), &op.jwt).unwrap();
+    let mut config = Config::default();
+    config.http.host = "127.0.0.1".into();
+    config.http.port = 0;
+    config.store.kind = StoreKind::Redis;
+    config.store.url = Some(format!("rediss://127.0.0.1:{tls_port}/"));
+    config.store.prefix = "tls:".into();
+    config.operator_jwt_path = Some(tmp.path().join("operator.jwt"));
+
+    let mut untrusting = config.clone();
+    untrusting.store.tls_ca = None;
+    match Server::start(&untrusting).await {
+        Err(e) => assert!(e.to_string().to_lowercase().contains("certificate"), "{e}"),
+        Ok(server) => {
+            let (acc, jwt) = op.account("X");
+            assert_eq!(post(&server, acc.public_key().as_str(), &jwt).await, 503);
+            server.stop().await;
+        }
+    }
+
+    config.store.tls_ca = Some(ca);
+    let server = Server::start(&config).await.unwrap();
+    let (acc, jwt) = op.account("A");
+    let key = acc.public_key().as_str().to_owned();
+    assert_eq!(post(&server, &key, &jwt).await, 200);
+    assert_eq!(get(&server, &key).await, (200, jwt.clone()));
+    // The write is in that Redis: read it over its plain port.
+    let plain = redis::Client::open(redis.url()).unwrap();
+    let mut conn = plain.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.iter().any(|k| k.contains(&key)), "{keys:?}");
+    server.stop().await;
+}

@@ -64,6 +64,13 @@ pub struct StoreConfig {
     pub delete_expired: bool,
     /// URL of a shared backend (Redis: `redis://`, `rediss://`, `unix://`).
     pub url: Option<String>,
+    /// `rediss://`: CA certificate (PEM) the server's certificate must chain to (default: the
+    /// system's roots).
+    pub tls_ca: Option<PathBuf>,
+    /// `rediss://`: client certificate and key (PEM), for servers that ask for one.
+    pub tls_cert: Option<PathBuf>,
+    /// Key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Key prefix in a shared backend.
     pub prefix: String,
     /// Bound of every shared-backend operation (keep it under nats-server's 1.9 s).
@@ -95,6 +102,9 @@ impl std::fmt::Debug for StoreConfig {
             .field("cleanup_interval", &self.cleanup_interval)
             .field("delete_expired", &self.delete_expired)
             .field("url", &self.url.as_deref().map(nas_store::redact_url))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("bucket", &self.bucket)
@@ -331,6 +341,9 @@ impl Default for Config {
                 cleanup_interval: Duration::from_secs(60),
                 delete_expired: false,
                 url: None,
+                tls_ca: None,
+                tls_cert: None,
+                tls_key: None,
                 prefix: "nas:".into(),
                 timeout: Duration::from_millis(800),
                 bucket: None,
@@ -685,6 +698,7 @@ impl Config {
                     "readonly",
                     "deleteexpired",
                     "url",
+                    "tls",
                     "prefix",
                     "timeout",
                     "bucket",
@@ -715,6 +729,12 @@ impl Config {
             }
             s.nsc = Reader::path(m, "nsc")?;
             s.url = Reader::string(m, "url")?.filter(|u| !u.is_empty());
+            if let Some(tls) = Reader::block(m, "tls")? {
+                r.check_known(tls, "store.tls", &["ca", "cert", "key"]);
+                s.tls_ca = Reader::path(tls, "ca")?;
+                s.tls_cert = Reader::path(tls, "cert")?;
+                s.tls_key = Reader::path(tls, "key")?;
+            }
             set(&mut s.prefix, Reader::string(m, "prefix")?);
             set(&mut s.timeout, Reader::millis(m, "timeout")?);
             s.bucket = Reader::string(m, "bucket")?.filter(|v| !v.is_empty());

@@ -76,6 +76,7 @@ async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
                 url: s.url.clone().unwrap_or_default(),
                 prefix: s.prefix.clone(),
                 timeout: s.timeout,
+                tls: redis_tls(config)?,
                 ..nas_store::redis::RedisOptions::default()
             })
             .await?,
@@ -458,6 +459,28 @@ impl Server {
             tracing::info!("disconnected from NATS");
         }
     }
+}
+
+/// The PEM files of `store { tls { ca, cert, key } }`, read for `rediss://`.
+fn redis_tls(config: &Config) -> Result<nas_store::redis::RedisTls, StartError> {
+    let s = &config.store;
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| StartError::Tls(format!("store {what} {}: {e}", path.display())))
+    };
+    let client_cert_key = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Some((read("certificate", cert)?, read("key", key)?)),
+        (None, None) => None,
+        _ => {
+            return Err(StartError::Tls(
+                "store.tls needs both cert and key for a client certificate".into(),
+            ))
+        }
+    };
+    Ok(nas_store::redis::RedisTls {
+        root_cert: s.tls_ca.as_deref().map(|p| read("CA", p)).transpose()?,
+        client_cert_key,
+    })
 }
 
 /// The API listener's connection bounds from `http { … }`.

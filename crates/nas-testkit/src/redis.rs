@@ -34,6 +34,12 @@ pub struct RedisServer {
     dir: TempDir,
 }
 
+fn path_arg(path: &Path) -> String {
+    path.to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 path {}", path.display()))
+        .to_owned()
+}
+
 impl RedisServer {
     /// Starts redis-server, waiting (up to 10 s) until it answers `PING`.
     /// Panics with an install hint if redis-server is missing.
@@ -88,6 +94,28 @@ impl RedisServer {
             bin,
             dir,
         }
+    }
+
+    /// Starts redis-server with TLS on a second port besides the plain one (which the readiness
+    /// check uses): `cert`/`key` are the server's PEM files, `ca` the CA clients are checked
+    /// against (client certificates are not required). Returns the server and the TLS port.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> (RedisServer, u16) {
+        let tls_port = crate::free_port().to_string();
+        let (cert, key, ca) = (path_arg(cert), path_arg(key), path_arg(ca));
+        let server = Self::start_with_args(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ]);
+        let port = tls_port.parse().unwrap_or_else(|e| panic!("port: {e}"));
+        (server, port)
     }
 
     /// Connection URL, `redis://127.0.0.1:PORT/`.
