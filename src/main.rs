@@ -166,9 +166,20 @@ fn init_logging(config: &Config) {
     } else {
         "info"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},actix_server=warn"))
-    });
+    // `-D`/`-V` raise our own crates only: libraries log at debug and trace what we must never
+    // print (async-nats logs server URLs with their passwords, HTTP clients log headers).
+    let ours = [
+        "nats_account_server",
+        "nas_server",
+        "nas_store",
+        "nas_jwt",
+        "nas_conf",
+    ];
+    let directives: Vec<String> = std::iter::once("warn".to_owned())
+        .chain(ours.iter().map(|c| format!("{c}={level}")))
+        .collect();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives.join(",")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

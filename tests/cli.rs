@@ -160,3 +160,80 @@ async fn quick_start_init_then_a_real_nats_server_uses_it() {
     }
     drop(server);
 }
+
+/// Starts the binary with `-DV --dump` on `conf`, collects every line it logs until it prints
+/// its resolver line (or exits), and returns them.
+fn dump_lines(conf: &std::path::Path) -> String {
+    let mut child = Command::new(BIN)
+        .args(["-DV", "--dump", "-c", conf.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut all = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains("resolver: URL(");
+                all.push_str(&line);
+                all.push('\n');
+                if done {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    drop(child);
+    all
+}
+
+/// No secret reaches a log line, `-dump` included: a Redis password, a NATS password and an S3
+/// secret key, each in a config the server starts with (or fails to start with, loudly).
+#[test]
+fn no_secret_in_any_log_line_with_dump() {
+    let redis = nas_testkit::RedisServer::start_with_args(&["--requirepass", "redis-s3cret-pw"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let redis_conf = tmp.path().join("redis.conf");
+    std::fs::write(
+        &redis_conf,
+        format!(
+            "http {{ host: \"127.0.0.1\", port: {} }}\nstore {{ type: redis, url: \"redis://:redis-s3cret-pw@127.0.0.1:{}/\" }}\nnats {{ servers: [\"nats://bob:nats-s3cret-pw@127.0.0.1:{closed}\"] }}\n",
+            free_port(),
+            redis.port()
+        ),
+    )
+    .unwrap();
+    let s3_conf = tmp.path().join("s3.conf");
+    std::fs::write(
+        &s3_conf,
+        format!(
+            "http {{ host: \"127.0.0.1\", port: {} }}\nstore {{ type: s3, bucket: \"b\", endpoint: \"http://127.0.0.1:{closed}\", allowhttp: true, accesskeyid: \"AKIDEXAMPLE\", secretaccesskey: \"aws-s3cret-key\" }}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    for (conf, secrets) in [
+        (&redis_conf, &["redis-s3cret-pw", "nats-s3cret-pw"][..]),
+        (&s3_conf, &["aws-s3cret-key"][..]),
+    ] {
+        let lines = dump_lines(conf);
+        assert!(
+            lines.contains("effective configuration"),
+            "-dump printed the configuration: {lines}"
+        );
+        for secret in secrets {
+            assert!(!lines.contains(secret), "{secret} logged:\n{lines}");
+        }
+    }
+}
