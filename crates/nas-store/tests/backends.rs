@@ -111,13 +111,39 @@ async fn next_event_for(events: &mut broadcast::Receiver<ChangeEvent>, key: &str
     .unwrap_or_else(|_| panic!("no change event for {key}"))
 }
 
-/// No event at all for a while (watchers report one write several times).
-async fn assert_quiet(events: &mut broadcast::Receiver<ChangeEvent>) {
-    tokio::time::sleep(Duration::from_millis(400)).await;
+/// A fresh account JWT to write as a sentinel change.
+fn sentinel_token() -> Bytes {
+    let key = conformance::new_account_key();
+    mint(&SigningKey::generate(KeyRole::Operator), &key, 1_000, 0)
+}
+
+/// Nothing else happened (watchers can report one write several times): writes a sentinel
+/// change with `write` and waits for its event; any event before it, except those for earlier
+/// sentinels (whose duplicates may trail), fails the test. No sleeping: the sentinel's event
+/// proves the watcher has seen everything written before it.
+async fn assert_quiet<Fut: std::future::Future<Output = ()>>(
+    events: &mut broadcast::Receiver<ChangeEvent>,
+    sentinels: &mut Vec<Bytes>,
+    write: impl FnOnce(Bytes) -> Fut,
+) {
+    let token = sentinel_token();
+    let key = sub_of(&token);
+    write(token.clone()).await;
     let mut extra = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        extra.push(e);
-    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.key == key {
+                return;
+            }
+            if !sentinels.iter().any(|t| sub_of(t) == e.key) {
+                extra.push(e);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the sentinel write was never reported"));
+    sentinels.push(token);
     assert!(extra.is_empty(), "unexpected events: {extra:?}");
 }
 
@@ -125,19 +151,19 @@ async fn assert_quiet(events: &mut broadcast::Receiver<ChangeEvent>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_backend_conforms() {
-    conformance::run_all(|| Arc::new(MemoryBackend::new())).await;
+    conformance::run_all_sync(|| Arc::new(MemoryBackend::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dir_backend_flat_conforms() {
     let tmp = tempfile::tempdir().unwrap();
-    conformance::run_all(fresh_dirs(tmp.path(), false)).await;
+    conformance::run_all_sync(fresh_dirs(tmp.path(), false)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dir_backend_sharded_conforms() {
     let tmp = tempfile::tempdir().unwrap();
-    conformance::run_all(fresh_dirs(tmp.path(), true)).await;
+    conformance::run_all_sync(fresh_dirs(tmp.path(), true)).await;
 }
 
 #[tokio::test]
@@ -395,7 +421,13 @@ async fn read_only_dir_reports_each_outside_change_once() {
         write_go_store(tmp.path(), std::slice::from_ref(created), sharded);
         let e = next_event_for(&mut events, &key).await;
         assert_eq!((e.new.as_ref(), e.external), (Some(created), true));
-        assert_quiet(&mut events).await;
+        let mut sentinels = Vec::new();
+        let dir = tmp.path().to_owned();
+        let sentinel = |t: Bytes| {
+            write_go_store(&dir, std::slice::from_ref(&t), sharded);
+            std::future::ready(())
+        };
+        assert_quiet(&mut events, &mut sentinels, sentinel).await;
 
         // ... rewrites it in place (non-atomically, like the Go server) ...
         let newer = mint(
@@ -407,7 +439,7 @@ async fn read_only_dir_reports_each_outside_change_once() {
         std::fs::write(account_path(tmp.path(), &key, sharded), &newer).unwrap();
         let e = next_event_for(&mut events, &key).await;
         assert_eq!(e.new.as_ref(), Some(&newer));
-        assert_quiet(&mut events).await;
+        assert_quiet(&mut events, &mut sentinels, sentinel).await;
         assert_eq!(store.get_account(&key).await.unwrap(), Some(newer.clone()));
 
         // ... and deletes one.
@@ -415,10 +447,10 @@ async fn read_only_dir_reports_each_outside_change_once() {
         std::fs::remove_file(account_path(tmp.path(), &gone, sharded)).unwrap();
         let e = next_event_for(&mut events, &gone).await;
         assert_eq!(e.new, None);
-        assert_quiet(&mut events).await;
+        assert_quiet(&mut events, &mut sentinels, sentinel).await;
         assert_eq!(
             store.pack_hash().await.unwrap(),
-            xor_of([&tokens[1], &newer])
+            xor_of([&tokens[1], &newer].into_iter().chain(&sentinels))
         );
 
         // A whole shard directory moved in is picked up too (its files were never reported).
@@ -461,7 +493,14 @@ async fn nsc_rewrites_and_new_accounts_are_reported() {
     write_nsc_account(&op, "acc0", &newer);
     let e = next_event_for(&mut events, &key).await;
     assert_eq!((e.new.as_ref(), e.external), (Some(&newer), true));
-    assert_quiet(&mut events).await;
+    let mut sentinels = Vec::new();
+    let mut n = 0;
+    let mut sentinel = |t: Bytes| {
+        n += 1;
+        write_nsc_account(&op, &format!("sentinel{n}"), &t);
+        std::future::ready(())
+    };
+    assert_quiet(&mut events, &mut sentinels, &mut sentinel).await;
     assert_eq!(store.get_account(&key).await.unwrap(), Some(newer.clone()));
 
     // nsc adds an account (new directory, then the JWT in it).
@@ -476,14 +515,17 @@ async fn nsc_rewrites_and_new_accounts_are_reported() {
 
     // A user JWT changing is not an account change.
     std::fs::write(op.join("accounts/acc1/users/u.jwt"), fixture("user_a.jwt")).unwrap();
-    assert_quiet(&mut events).await;
+    assert_quiet(&mut events, &mut sentinels, &mut sentinel).await;
 
     // nsc deletes an account.
     std::fs::remove_dir_all(op.join("accounts").join("acc1")).unwrap();
     let e = next_event_for(&mut events, &sub_of(&tokens[1])).await;
     assert_eq!(e.new, None);
     assert_eq!(store.get_account(&sub_of(&tokens[1])).await.unwrap(), None);
-    assert_eq!(store.pack_hash().await.unwrap(), xor_of([&newer, added]));
+    assert_eq!(
+        store.pack_hash().await.unwrap(),
+        xor_of([&newer, added].into_iter().chain(&sentinels))
+    );
 }
 
 // ---- the policy layer's background work, against a scripted backend ----
@@ -638,5 +680,13 @@ async fn missed_external_changes_are_found_by_a_resync() {
     assert_eq!(store.pack_hash().await.unwrap(), xor_of([&b, &c]));
     // A repeated report of an unchanged key is dropped.
     backend.changes.send(sub_of(&c)).unwrap();
-    assert_quiet(&mut events).await;
+    let changes = backend.changes.clone();
+    let announce = |t: Bytes| {
+        let written = put(&t);
+        async move {
+            written.await;
+            changes.send(sub_of(&t)).unwrap();
+        }
+    };
+    assert_quiet(&mut events, &mut Vec::new(), announce).await;
 }

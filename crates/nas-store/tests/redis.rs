@@ -61,12 +61,12 @@ async fn redis_backend_conforms() {
     let url = redis.url();
     let n = AtomicUsize::new(0);
     // Each check gets its own key prefix: a fresh, empty store in the same server.
-    let mut backends = Vec::new();
-    for _ in 0..conformance::RUN_ALL_BACKENDS {
-        backends.push(open(&url, &format!("t{}:", n.fetch_add(1, Ordering::SeqCst))).await);
-    }
-    let backends = std::sync::Mutex::new(backends);
-    conformance::run_writable(|| backends.lock().unwrap().pop().expect("enough backends")).await;
+    conformance::run_all(|| {
+        let prefix = format!("t{}:", n.fetch_add(1, Ordering::SeqCst));
+        let url = url.clone();
+        async move { open(&url, &prefix).await }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -192,12 +192,9 @@ async fn cluster_mode_conforms_and_keeps_one_slot() {
         cluster: true,
         ..RedisOptions::default()
     };
-    let mut backends = Vec::new();
-    for i in 0..conformance::RUN_ALL_BACKENDS {
-        backends.push(open_with(cluster(format!("c{i}:"))).await);
-    }
-    let backends = std::sync::Mutex::new(backends);
-    conformance::run_writable(|| backends.lock().unwrap().pop().expect("enough backends")).await;
+    let n = AtomicUsize::new(0);
+    conformance::run_all(|| open_with(cluster(format!("c{}:", n.fetch_add(1, Ordering::SeqCst)))))
+        .await;
 
     // Every deployment prefix (one per check above) maps to exactly one slot.
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -29,13 +29,14 @@ fn options(endpoint: &str, bucket: &str, prefix: &str) -> S3Options {
 async fn s3_backend_conforms() {
     let s3 = S3Server::start();
     s3.create_bucket("nas-conformance");
-    let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
-    for i in 0..conformance::RUN_ALL_BACKENDS {
-        let opts = options(&s3.endpoint(), "nas-conformance", &format!("t{i}/"));
-        backends.push(Arc::new(S3Backend::open(opts).await.unwrap()));
-    }
-    let backends = std::sync::Mutex::new(backends);
-    conformance::run_writable(|| backends.lock().unwrap().pop().expect("enough backends")).await;
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let endpoint = s3.endpoint();
+    conformance::run_all(|| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let opts = options(&endpoint, "nas-conformance", &format!("t{i}/"));
+        async move { Arc::new(S3Backend::open(opts).await.unwrap()) as Arc<dyn Backend> }
+    })
+    .await;
 }
 
 #[tokio::test]

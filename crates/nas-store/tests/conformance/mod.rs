@@ -744,29 +744,32 @@ pub async fn purge_expired_on_request(backend: Arc<dyn Backend>) {
     assert!(store.purge_expired().await.unwrap().is_empty());
 }
 
-/// Every check of a writable backend; `make` returns a fresh, empty backend on each call.
-pub async fn run_all(make: impl Fn() -> Arc<dyn Backend>) {
-    newer_wins_and_events(make()).await;
-    concurrent_writers_newest_wins(make()).await;
-    two_instances_race(make()).await;
-    backend_compare_and_swap(make()).await;
-    list_pack_hash(make()).await;
-    spec_hash_vector(make()).await;
-    keys_and_namespaces(make()).await;
-    purge_expired_on_request(make()).await;
-    let backend = make();
+/// Every check of a writable backend. `make` opens a fresh, empty backend on each call (a new
+/// directory, key prefix or bucket prefix), so every check starts clean whatever the others
+/// left behind; it is called once per check, as many times as there are checks.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Backend>>,
+{
+    newer_wins_and_events(make().await).await;
+    concurrent_writers_newest_wins(make().await).await;
+    two_instances_race(make().await).await;
+    backend_compare_and_swap(make().await).await;
+    list_pack_hash(make().await).await;
+    spec_hash_vector(make().await).await;
+    keys_and_namespaces(make().await).await;
+    purge_expired_on_request(make().await).await;
+    let backend = make().await;
     assert!(!backend.read_only());
     backend.health().await.unwrap();
     assert!(!Store::new(backend).read_only());
 }
 
-/// The former name of [`run_all`], kept for existing callers.
-pub async fn run_writable(make: impl Fn() -> Arc<dyn Backend>) {
-    run_all(make).await
+/// [`run_all`] for a backend that opens synchronously.
+pub async fn run_all_sync(make: impl Fn() -> Arc<dyn Backend>) {
+    run_all(|| std::future::ready(make())).await
 }
-
-/// How many backends [`run_all`] asks its factory for (for factories that prepare them ahead).
-pub const RUN_ALL_BACKENDS: usize = 9;
 
 /// A read-only backend that already holds `tokens` (account JWTs): serves them, lists and
 /// hashes them, refuses every write at the store and at the backend, changes nothing and
