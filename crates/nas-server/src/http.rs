@@ -11,13 +11,13 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use nas_jwt::{is_valid_public_key, KeyRole};
 use nas_store::{Store, StoreError};
 
 use crate::accept::{AcceptError, Accepter, WritePath};
-use crate::cache::{Lookup, Served, VerifiedCache};
+use crate::cache::{Served, VerifiedCache};
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyOutcome};
+use crate::resolver::Resolved;
 use crate::view;
 
 /// Shared state of the HTTP handlers.
@@ -36,19 +36,14 @@ pub struct AppState {
     pub notifier: Arc<dyn Notifier>,
     /// The operator JWT file, served verbatim.
     pub operator_jwt: Option<Bytes>,
-    /// The configured system account JWT, served when the store has none.
-    pub system_account: Option<Arc<Served>>,
+    /// The lookup chain of GET (cache, store, system account, primary or NATS).
+    pub resolver: crate::resolver::Resolver,
     /// `maxreplicationpack`: default and upper bound of `/jwt/v1/pack?max=` (negative = none).
     pub max_pack: i64,
     /// Whether `/metrics` is served on this listener.
     pub metrics_on_main: bool,
-    /// The primary this instance replicates (POSTs refused, misses fetched from it).
-    pub primary: Option<crate::replica::Primary>,
-    /// How long a replica serves an entry before asking the primary again.
-    pub replica_validity: std::time::Duration,
-    /// Asks nats-servers over NATS for accounts the store does not hold (NATS configured, not a
-    /// replica).
-    pub nats_lookup: Option<Arc<crate::nats::NatsLookup>>,
+    /// URL of the primary this instance replicates (its POSTs are refused and sent there).
+    pub primary_url: Option<String>,
     /// `http { readtimeout }`: a request body must arrive within this.
     pub request_deadline: std::time::Duration,
     /// `http { bodylimit }`.
@@ -166,99 +161,31 @@ async fn get_account(
             "lookup by jti is no longer supported",
         );
     }
-    let key = key.into_inner();
-    // Only valid account keys are ever cached, so the hot path looks up first and validates the
-    // key on a miss.
-    let served = match state.cache.get_cached(&key).await {
-        Some(hit) => Ok(hit),
-        None if !is_valid_public_key(&key, KeyRole::Account) => {
-            return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT)
-        }
-        None => state.cache.get(&key).await,
+    let served = match state.resolver.resolve(&key).await {
+        Resolved::Found(served) => served,
+        Resolved::Missing => return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT),
+        Resolved::StoreUnavailable(e) => return store_unavailable(&e),
+        Resolved::UpstreamUnreachable(why) => return plain(StatusCode::SERVICE_UNAVAILABLE, &why),
     };
-    let served = match served {
-        Ok(Lookup::Found(served)) => served,
-        Ok(Lookup::Missing) => match (&state.system_account, &state.primary) {
-            (Some(sys), _) if sys.key == key => sys.clone(),
-            (_, Some(primary)) => match fetch_from_primary(&state, primary, &key).await {
-                Ok(served) => served,
-                Err(response) => return response,
-            },
-            _ => match &state.nats_lookup {
-                Some(lookup) => match lookup.fetch(&key).await {
-                    Some(served) => served,
-                    None => return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT),
-                },
-                None => return plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT),
-            },
-        },
-        Err(e) => return store_unavailable(&e),
-    };
-    let served = match &state.primary {
-        Some(primary) if served.loaded_at.elapsed() > state.replica_validity => {
-            refresh_from_primary(&state, primary, served).await
-        }
-        _ => Ok(served),
-    };
-    let served = match served {
-        Ok(served) => served,
-        Err(response) => return response,
-    };
-    respond_with_jwt(&state, &req, &query, &served, true).await
-}
-
-/// A replica's miss: ask the primary, store what it sends through the accept rule, serve it.
-async fn fetch_from_primary(
-    state: &AppState,
-    primary: &crate::replica::Primary,
-    key: &str,
-) -> Result<Arc<Served>, HttpResponse> {
-    use crate::replica::Fetched;
-    match primary.fetch(key).await {
-        Fetched::Jwt(body) => match state
-            .accepter
-            .accept(WritePath::Primary, Some(key), &body, now())
-            .await
-        {
-            Ok((_, served)) => Ok(served),
-            // We already hold a newer JWT (a notification overtook the primary's answer): keep
-            // serving ours.
-            Err(e) if e.is_superseded() => match state.cache.get(key).await {
-                Ok(Lookup::Found(served)) => Ok(served),
-                _ => Err(plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT)),
-            },
-            Err(e) => {
-                tracing::warn!("account {key} from the primary refused: {e}");
-                Err(plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT))
-            }
-        },
-        Fetched::NotFound => Err(plain(StatusCode::NOT_FOUND, NO_MATCHING_ACCOUNT)),
-        Fetched::Failed(e) => Err(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "the primary account server {} is unreachable, try again: {e}",
-                primary.base()
-            ),
-        )),
+    let response = respond_with_jwt(&req, &query, &served, true);
+    // As the Go server: only a request answered with the JWT itself notifies.
+    if query.flag("notify")
+        && response.status() == StatusCode::OK
+        && !query.flag("text")
+        && !query.flag("decode")
+        && !notify_again(&state, &served)
+    {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error sending notification of change",
+        );
     }
+    response
 }
 
-/// A replica's entry older than its validity: ask the primary again; keep serving what we have
-/// when the primary cannot be reached (the v0.8 replica's behaviour), follow it when it says 404.
-async fn refresh_from_primary(
-    state: &AppState,
-    primary: &crate::replica::Primary,
-    current: Arc<Served>,
-) -> Result<Arc<Served>, HttpResponse> {
-    match fetch_from_primary(state, primary, &current.key).await {
-        Ok(fresh) => Ok(fresh),
-        Err(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => Ok(current),
-        Err(response) => Err(response),
-    }
-}
-
-async fn respond_with_jwt(
-    state: &AppState,
+/// The JWT in the form the query asks for: `text`, `decode`, a 404 for `check` on an expired
+/// account, 304 for a matching `If-None-Match`, else the JWT itself.
+fn respond_with_jwt(
     req: &HttpRequest,
     query: &Query,
     served: &Served,
@@ -281,27 +208,30 @@ async fn respond_with_jwt(
             return HttpResponse::NotModified().finish();
         }
     }
-    if account && query.flag("notify") {
-        match state.notifier.republish(&served.key, &served.token) {
-            NotifyOutcome::Failed(e) => {
-                tracing::error!("notification for {} failed: {e}", served.key);
-                return plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "error sending notification of change",
-                );
-            }
-            NotifyOutcome::NotConfigured => tracing::info!(
-                "skipping notification for {}, no NATS configured",
-                crate::accept::short_key(&served.key)
-            ),
-            NotifyOutcome::Sent => {}
-        }
-    }
     HttpResponse::Ok()
         .insert_header((header::ETAG, served.etag.as_str()))
         .insert_header((header::CACHE_CONTROL, served.cache_control(now)))
         .content_type("application/jwt")
         .body(served.token.clone())
+}
+
+/// `?notify=true`: publishes the account again through the notifier (rate-limited there);
+/// `false` when that failed (the Go server then answers 500).
+fn notify_again(state: &AppState, served: &Served) -> bool {
+    match state.notifier.republish(&served.key, &served.token) {
+        NotifyOutcome::Failed(e) => {
+            tracing::error!("notification for {} failed: {e}", served.key);
+            false
+        }
+        NotifyOutcome::NotConfigured => {
+            tracing::info!(
+                "skipping notification for {}, no NATS configured",
+                crate::accept::short_key(&served.key)
+            );
+            true
+        }
+        NotifyOutcome::Sent => true,
+    }
 }
 
 /// The decoded view: Go's readable layout, or valid JSON with `format=json` or
@@ -386,13 +316,13 @@ async fn post_account(
         Ok(body) => body,
         Err(response) => return response,
     };
-    if let Some(primary) = &state.primary {
+    if let Some(primary) = &state.primary_url {
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "GET, HEAD, OPTIONS"))
             .content_type("text/plain")
             .body(format!(
                 "this account server is a replica of {0}: POST the JWT to {0}/jwt/v1/accounts/{1}\n",
-                primary.base(),
+                primary,
                 key.as_str()
             ));
     }
@@ -549,7 +479,7 @@ async fn get_activation(
         }
         Err(e) => return store_unavailable(&e),
     };
-    respond_with_jwt(&state, &req, &Query::parse(&req), &served, false).await
+    respond_with_jwt(&req, &Query::parse(&req), &served, false)
 }
 
 /// Unknown path: the Go router's exact 404.

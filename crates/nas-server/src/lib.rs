@@ -1,5 +1,5 @@
 //! The account server: configuration, the verified-JWT cache, the single accept rule, the HTTP
-//! API, metrics and (later) the NATS bridge. The binary in the workspace root only parses flags
+//! API, metrics and the NATS bridge. The binary in the workspace root only parses flags
 //! and calls [`server::Server::start`].
 
 #![forbid(unsafe_code)]
@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod nats;
 pub mod notify;
 pub mod replica;
+pub mod resolver;
 pub mod server;
 pub mod view;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::accept::{Accepter, WritePath};
+use crate::cache::{Lookup, VerifiedCache};
+use crate::resolver::{Fetched as Answer, Upstream};
 
 /// What the primary said about an account.
 #[derive(Debug, Clone)]
@@ -136,5 +138,69 @@ impl Primary {
             }
         }
         Ok((stored, refused))
+    }
+}
+
+/// The primary as the resolver's [`Upstream`]: what it sends is stored through the accept rule
+/// (path `primary`) and served only then.
+pub struct PrimaryUpstream {
+    primary: Primary,
+    accepter: Accepter,
+    cache: VerifiedCache,
+    validity: Duration,
+}
+
+impl PrimaryUpstream {
+    /// Follows `primary`; accounts are asked for again once older than `validity`.
+    pub fn new(
+        primary: Primary,
+        accepter: Accepter,
+        cache: VerifiedCache,
+        validity: Duration,
+    ) -> PrimaryUpstream {
+        PrimaryUpstream {
+            primary,
+            accepter,
+            cache,
+            validity,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Upstream for PrimaryUpstream {
+    async fn fetch(&self, key: &str) -> Answer {
+        let body = match self.primary.fetch(key).await {
+            Fetched::Jwt(body) => body,
+            Fetched::NotFound => return Answer::Missing,
+            Fetched::Failed(e) => {
+                return Answer::Unreachable(format!(
+                    "the primary account server {} is unreachable, try again: {e}",
+                    self.primary.base()
+                ))
+            }
+        };
+        let now = nas_jwt::unix_now();
+        match self
+            .accepter
+            .accept(WritePath::Primary, Some(key), &body, now)
+            .await
+        {
+            Ok((_, served)) => Answer::Found(served),
+            // We already hold a newer JWT (a notification overtook the primary's answer): keep
+            // serving ours.
+            Err(e) if e.is_superseded() => match self.cache.get(key).await {
+                Ok(Lookup::Found(served)) => Answer::Found(served),
+                _ => Answer::Missing,
+            },
+            Err(e) => {
+                tracing::warn!("account {key} from the primary refused: {e}");
+                Answer::Missing
+            }
+        }
+    }
+
+    fn validity(&self) -> Option<Duration> {
+        Some(self.validity)
     }
 }

@@ -301,6 +301,7 @@ impl Server {
                 client.clone(),
                 accepter.clone(),
                 cache.clone(),
+                crate::resolver::Resolver::new(cache.clone(), system_account.clone(), None),
                 store.clone(),
                 metrics.clone(),
                 crate::nats::ResponderOptions {
@@ -315,8 +316,14 @@ impl Server {
             .await
             .map_err(|e| StartError::Nats(e.to_string()))?;
         }
-        // A replica asks its primary instead; everyone else asks full resolvers over NATS.
-        let nats_lookup = match (&nats, &primary) {
+        // A replica asks its primary; everyone else asks full resolvers over NATS.
+        let upstream: Option<Arc<dyn crate::resolver::Upstream>> = match (&nats, &primary) {
+            (_, Some(primary)) => Some(Arc::new(crate::replica::PrimaryUpstream::new(
+                primary.clone(),
+                accepter.clone(),
+                cache.clone(),
+                config.replica_validity,
+            ))),
             (Some(client), None) => Some(Arc::new(crate::nats::NatsLookup::new(
                 client.clone(),
                 accepter.clone(),
@@ -324,8 +331,10 @@ impl Server {
                 config.sign_request_timeout,
                 config.cache.negative_ttl,
             ))),
-            _ => None,
+            (None, None) => None,
         };
+        let resolver =
+            crate::resolver::Resolver::new(cache.clone(), system_account.clone(), upstream);
         let activations = crate::activation::Activations::new(
             cache.clone(),
             store.clone(),
@@ -339,12 +348,10 @@ impl Server {
             metrics: metrics.clone(),
             notifier,
             operator_jwt,
-            system_account,
+            resolver,
             max_pack: config.max_replication_pack,
             metrics_on_main: config.metrics.on_main_listener && config.metrics.listen.is_none(),
-            primary,
-            replica_validity: config.replica_validity,
-            nats_lookup,
+            primary_url: primary.as_ref().map(|p| p.base().to_owned()),
             request_deadline: config.http.read_timeout,
             body_limit: config.http.body_limit,
             health: Default::default(),

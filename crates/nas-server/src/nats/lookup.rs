@@ -125,3 +125,13 @@ impl NatsLookup {
         None
     }
 }
+
+#[async_trait::async_trait]
+impl crate::resolver::Upstream for NatsLookup {
+    async fn fetch(&self, key: &str) -> crate::resolver::Fetched {
+        match NatsLookup::fetch(self, key).await {
+            Some(served) => crate::resolver::Fetched::Found(served),
+            None => crate::resolver::Fetched::Missing,
+        }
+    }
+}

@@ -17,8 +17,9 @@ use tokio::sync::Semaphore;
 
 use super::NatsError;
 use crate::accept::{AcceptError, Accepted, Accepter, WritePath};
-use crate::cache::{Lookup, Served, VerifiedCache};
+use crate::cache::{Served, VerifiedCache};
 use crate::metrics::Metrics;
+use crate::resolver::{Resolved, Resolver};
 
 /// Requests handled at the same time at most; further messages wait in the subscription, so a
 /// flood of requests cannot spawn unbounded work.
@@ -42,8 +43,8 @@ pub struct ResponderOptions {
     pub pack_interval: Option<Duration>,
     /// `server.name` in replies (nsc requires one).
     pub server_name: String,
-    /// The configured system account JWT, answered on LOOKUP when the store has none (a cache
-    /// resolver without `resolver_preload` looks the system account up itself).
+    /// The configured system account (never deleted over NATS; LOOKUP answers it through the
+    /// resolver when the store has none).
     pub system_account: Option<Arc<Served>>,
     /// This instance replicates a primary account server: it applies every update it hears
     /// (through the accept rule) and answers LOOKUP, but is no write target — it does not answer
@@ -56,6 +57,7 @@ pub struct Responder {
     client: Client,
     accepter: Accepter,
     cache: VerifiedCache,
+    resolver: Resolver,
     store: Store,
     trust: Option<Arc<OperatorTrust>>,
     metrics: Arc<Metrics>,
@@ -88,6 +90,7 @@ impl Responder {
         client: Client,
         accepter: Accepter,
         cache: VerifiedCache,
+        resolver: Resolver,
         store: Store,
         metrics: Arc<Metrics>,
         options: ResponderOptions,
@@ -101,6 +104,7 @@ impl Responder {
             client: client.clone(),
             accepter,
             cache,
+            resolver,
             store,
             trust,
             metrics,
@@ -234,26 +238,24 @@ impl Responder {
             self.count("lookup", "invalid");
             return;
         }
-        match self.cache.get(key).await {
-            Ok(Lookup::Found(served)) => {
+        match self.resolver.resolve_local(key).await {
+            Resolved::Found(served) => {
                 self.count("lookup", "found");
                 self.reply(msg, served.token.clone()).await;
             }
-            Ok(Lookup::Missing) => match &self.options.system_account {
-                Some(sys) if sys.key == key => {
-                    self.count("lookup", "found");
-                    self.reply(msg, sys.token.clone()).await;
+            Resolved::Missing => {
+                self.count("lookup", "missing");
+                if self.options.lookup_miss_reply {
+                    self.reply(msg, Bytes::new()).await;
                 }
-                _ => {
-                    self.count("lookup", "missing");
-                    if self.options.lookup_miss_reply {
-                        self.reply(msg, Bytes::new()).await;
-                    }
-                }
-            },
-            Err(e) => {
+            }
+            Resolved::StoreUnavailable(e) => {
                 self.count("lookup", "error");
                 tracing::warn!("LOOKUP {key}: {e}");
+            }
+            Resolved::UpstreamUnreachable(why) => {
+                self.count("lookup", "error");
+                tracing::warn!("LOOKUP {key}: {why}");
             }
         }
     }
