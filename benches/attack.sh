@@ -60,7 +60,7 @@ for r in $(seq "$ROUNDS"); do
   sum_attack=$(awk -v a="$sum_attack" -v b="$attacked" 'BEGIN {print a + b}')
 done
 awk -v b="$sum_base" -v a="$sum_attack" -v n="$ROUNDS" 'BEGIN {printf "\nmean GET req/s: without attack %.0f, under attack %.0f, ratio %.2f\n", b/n, a/n, a/b}'
-curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^nas_http_(open_connections|write_timeouts_total|requests_in_flight) ' || true
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^nas_http_(open_connections|write_timeouts_total|requests_in_flight)[ {]' || true
 echo "series of nas_http_requests_total: $(curl -s "http://127.0.0.1:$PORT/metrics" | grep -c '^nas_http_requests_total{')"
 echo "server RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status), peak $(awk '/VmHWM/ {print $2, $3}' /proc/$PID/status)"
 echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), wrk -t1 -c$CONNS -d${DURATION}s, rounds $ROUNDS"

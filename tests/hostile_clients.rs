@@ -210,7 +210,12 @@ async fn connections_over_maxconnections_wait_for_a_free_slot() {
     for _ in 0..4 {
         holders.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
     }
-    let open = await_metric(&server, "nas_http_open_connections", |n| n == 4).await;
+    let open = await_metric(
+        &server,
+        "nas_http_open_connections{listener=\"api\"}",
+        |n| n == 4,
+    )
+    .await;
     assert_eq!(open, 4, "all four holders were accepted");
     let freed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let waiting = {

@@ -390,18 +390,9 @@ async fn get_pack(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
     }
     let max = usize::try_from(max).ok();
     match state.cache.verified_pack(max).await {
-        Ok(entries) => {
-            let mut body = Vec::new();
-            for (i, (key, jwt)) in entries.iter().enumerate() {
-                if i > 0 {
-                    body.push(b'\n');
-                }
-                body.extend_from_slice(key.as_bytes());
-                body.push(b'|');
-                body.extend_from_slice(jwt);
-            }
-            HttpResponse::Ok().content_type("text/plain").body(body)
-        }
+        Ok(entries) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(crate::pack::encode_lines(&entries)),
         Err(StoreError::Unavailable(e)) => store_unavailable(&StoreError::Unavailable(e)),
         Err(e) => {
             tracing::error!("pack failed: {e}");
@@ -437,9 +428,18 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if !state.metrics_on_main {
         return not_found().await;
     }
+    render_metrics(&state.metrics)
+}
+
+/// `GET /metrics` of the separate metrics listener (`metrics { listen }`).
+pub async fn metrics_only(metrics: web::Data<Metrics>) -> HttpResponse {
+    render_metrics(&metrics)
+}
+
+fn render_metrics(metrics: &Metrics) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(metrics.render())
 }
 
 /// `POST /jwt/v1/activations`.

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod nats;
 pub mod notify;
+pub mod pack;
 pub mod replica;
 pub mod resolver;
 pub mod server;

@@ -1,8 +1,8 @@
 //! Prometheus metrics (namespace `nas_`), one registry per server so tests can run side by side.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric family the server exports.
@@ -14,8 +14,9 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// API requests being handled now.
     pub http_in_flight: IntGauge,
-    /// API connections open now (bounded by `http { maxconnections }`).
-    pub http_open_connections: IntGauge,
+    /// Connections open now by listener (`api`, bounded by `http { maxconnections }`, or
+    /// `metrics`).
+    pub http_open_connections: IntGaugeVec,
     /// API connections closed because the peer read nothing for `http { writetimeout }`.
     pub http_write_timeouts: IntCounter,
     /// Verified-cache hits.
@@ -158,11 +159,16 @@ impl Metrics {
                 "http_requests_in_flight",
                 "API requests being handled now",
             ),
-            http_open_connections: gauge(
-                &registry,
-                "http_open_connections",
-                "API connections open now (bounded by http.maxconnections)",
-            ),
+            http_open_connections: {
+                let opts = Opts::new(
+                    "http_open_connections",
+                    "Connections open now by listener (api: bounded by http.maxconnections)",
+                )
+                .namespace("nas");
+                let vec = IntGaugeVec::new(opts, &["listener"])
+                    .unwrap_or_else(|e| panic!("metric http_open_connections: {e}"));
+                register(&registry, vec)
+            },
             http_write_timeouts: counter(
                 &registry,
                 "http_write_timeouts_total",

@@ -113,30 +113,8 @@ impl Primary {
             ));
         }
         let body = res.bytes().await.map_err(|e| e.to_string())?;
-        let (mut stored, mut refused) = (0, 0);
-        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let text = String::from_utf8_lossy(line);
-            let Some((key, jwt)) = text.split_once('|') else {
-                refused += 1;
-                continue;
-            };
-            match accepter
-                .accept(
-                    WritePath::Primary,
-                    Some(key),
-                    jwt.as_bytes(),
-                    nas_jwt::unix_now(),
-                )
-                .await
-            {
-                Ok(_) => stored += 1,
-                Err(e) if e.is_superseded() => stored += 1,
-                Err(e) => {
-                    refused += 1;
-                    tracing::warn!("account {key} from the primary refused: {e}");
-                }
-            }
-        }
+        let merged = crate::pack::merge(accepter, WritePath::Primary, &body).await;
+        let (stored, refused) = (merged.changed + merged.kept, merged.refused);
         Ok((stored, refused))
     }
 }

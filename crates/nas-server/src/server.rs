@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::{middleware, web, App, HttpServer};
+use actix_server::ServerHandle;
+use actix_web::{middleware, web, App};
 use bytes::Bytes;
 use nas_jwt::OperatorTrust;
 use nas_store::{Backend, Store, StoreError};
@@ -13,8 +14,11 @@ use crate::cache::{CacheOptions, Served, VerifiedCache};
 use crate::config::{Config, StoreKind};
 use crate::http::{self, AppState};
 use crate::instrumented::Instrumented;
+use crate::listener;
 use crate::metrics::Metrics;
 use crate::notify::{NoNats, Notifier};
+use crate::replica::Primary;
+use crate::resolver::{Resolver, Upstream};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +47,8 @@ pub enum StartError {
 
 /// A running server.
 pub struct Server {
-    http: actix_server::ServerHandle,
-    metrics_http: Option<actix_web::dev::ServerHandle>,
+    http: ServerHandle,
+    metrics_http: Option<ServerHandle>,
     /// Bound address of the API listener.
     pub http_addr: SocketAddr,
     /// Bound address of the metrics listener, if separate.
@@ -96,7 +100,7 @@ async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
             .await?,
         ),
         StoreKind::Nsc => {
-            let dir = s.nsc.as_deref().unwrap_or(&s.dir);
+            let dir = nsc_folder(config);
             Arc::new(nas_store::nsc::NscBackend::open(dir)?)
         }
     })
@@ -112,7 +116,7 @@ fn read_only_hint(config: &Config) -> String {
     match config.store.kind {
         StoreKind::Nsc => format!(
             "it serves the nsc folder {} read-only: change accounts with nsc",
-            config.store.nsc.as_deref().unwrap_or(&config.store.dir).display()
+            nsc_folder(config).display()
         ),
         _ => format!(
             "it serves {} read-only: write the JWT into that directory, or push to a writable account server",
@@ -165,279 +169,38 @@ impl Server {
             env!("CARGO_PKG_VERSION")
         );
         let metrics = Arc::new(Metrics::new());
-        let (nats, nats_notifier) = if config.nats.servers.is_empty() {
-            tracing::info!("NATS is not configured, server will not fire notifications on update");
-            (None, None)
-        } else {
-            let (client, events) = crate::nats::connect(&config.nats, metrics.clone())
-                .await
-                .map_err(|e| StartError::Nats(e.to_string()))?;
-            let notifier = crate::nats::NatsNotifier::new(client.clone(), metrics.clone(), events);
-            (Some(client), Some(notifier))
-        };
-        let notifier: Arc<dyn Notifier> = match &nats_notifier {
-            Some(n) => n.clone(),
-            None => Arc::new(NoNats),
-        };
-        let backend = wrap(open_backend(config).await?);
-        tracing::info!(
-            "creating a {} store ({})",
-            backend.kind(),
-            describe_store(config)
+        let nats = NatsParts::connect(config, &metrics).await?;
+        let store = open_store(config, wrap, &metrics, &nats).await?;
+        let (operator_jwt, trust) = load_operator(config)?;
+        let system_account = load_system_account(config, trust.as_deref())?;
+        let core = Core::new(config, store, trust, metrics, system_account);
+        let primary = follow_primary(config, &core.accepter).await;
+        start_nats_bridge(config, &nats, &core).await?;
+        let resolver = Resolver::new(
+            core.cache.clone(),
+            core.system_account.clone(),
+            upstream(config, &nats, primary.as_ref(), &core),
         );
-        let backend: Arc<dyn Backend> = Arc::new(Instrumented::new(backend, metrics.clone()));
-        let store = Store::new(backend);
-        if let Some(n) = &nats_notifier {
-            // Updates other instances published while we were disconnected were missed.
-            let store = store.clone();
-            n.on_connect(move || {
-                store.mark_all_stale();
-            });
-        }
-
-        let mut operator_path = config.operator_jwt_path.clone();
-        if operator_path.is_none() && config.store.kind == StoreKind::Nsc {
-            let dir = config.store.nsc.as_deref().unwrap_or(&config.store.dir);
-            if let Some(name) = dir.file_name() {
-                operator_path = Some(dir.join(format!("{}.jwt", name.to_string_lossy())));
-            }
-        }
-        let (operator_jwt, trust) = match &operator_path {
-            Some(path) => {
-                tracing::info!("loading operator from {}", path.display());
-                let bytes = read_file("operator JWT", path)?;
-                let trust = OperatorTrust::from_operator_jwt(&bytes).map_err(|e| {
-                    StartError::Jwt(format!("operator JWT {}: {e}", path.display()))
-                })?;
-                tracing::info!("Operator: {}", trust.identity());
-                (Some(bytes), Some(Arc::new(trust)))
-            }
-            None => {
-                tracing::warn!("No Operator is configured - You will NOT be able to push jwt to this account server");
-                (None, None)
-            }
-        };
-        let system_account = match &config.system_account_jwt_path {
-            Some(path) => {
-                tracing::info!("loading system account from {}", path.display());
-                let bytes = read_file("system account JWT", path)?;
-                let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(&bytes));
-                let verified = match &trust {
-                    Some(t) => t.verify_account_untimed(token.as_bytes(), None),
-                    None => nas_jwt::decode_account_for(token.as_bytes(), None),
-                }
-                .map_err(|e| {
-                    StartError::Jwt(format!("system account JWT {}: {e}", path.display()))
-                })?;
-                if let Some(sys) = trust.as_ref().and_then(|t| t.system_account()) {
-                    if sys != verified.claims.sub {
-                        return Err(StartError::Jwt(format!(
-                            "the operator's system account {sys} differs from the configured system account {}",
-                            verified.claims.sub
-                        )));
-                    }
-                }
-                tracing::info!(
-                    "System Account: {} ({})",
-                    verified.claims.sub,
-                    verified.claims.name
-                );
-                Some(Arc::new(Served::new(
-                    &verified,
-                    Bytes::from(verified.token.clone()),
-                )))
-            }
-            None => None,
-        };
-
-        let cache = VerifiedCache::new(
-            store.clone(),
-            trust.clone(),
-            metrics.clone(),
-            &CacheOptions {
-                max_entries: config.cache.max_entries,
-                ttl: config.cache.ttl,
-                negative_ttl: config.cache.negative_ttl,
-                max_stale: config.cache.max_stale,
-            },
-        );
-        let accepter = Accepter::new(
-            store.clone(),
-            trust,
-            cache.clone(),
-            metrics.clone(),
-            read_only_hint(config),
-        );
-        let primary = config
-            .primary
-            .as_deref()
-            .map(|url| crate::replica::Primary::new(url, config.replication_timeout));
-        if let Some(primary) = &primary {
-            if config.max_replication_pack == 0 {
-                tracing::info!(
-                    "skipping initial JWT pack from primary, config has MaxReplicationPack of 0"
-                );
-            } else {
-                tracing::info!("grabbing initial JWT pack from primary {}", primary.base());
-                match primary
-                    .import_pack(config.max_replication_pack, &accepter)
-                    .await
-                {
-                    Ok((stored, refused)) => tracing::info!(
-                        "imported {stored} account(s) from the primary, refused {refused}"
-                    ),
-                    Err(e) => tracing::warn!(
-                        "unable to initialize from primary, {e}, will use what is on disk"
-                    ),
-                }
-            }
-        }
-        announce_accepted_changes(&store, notifier.clone());
-        if nats.is_some() {
-            spawn_external_announcer(&store, &cache, notifier.clone());
-        }
-        if let Some(client) = &nats {
-            crate::nats::Responder::spawn(
-                client.clone(),
-                accepter.clone(),
-                cache.clone(),
-                crate::resolver::Resolver::new(cache.clone(), system_account.clone(), None),
-                store.clone(),
-                metrics.clone(),
-                crate::nats::ResponderOptions {
-                    lookup_miss_reply: config.nats.lookup_miss_reply,
-                    allow_delete: config.nats.allow_delete,
-                    pack_interval: config.nats.pack_interval,
-                    server_name: config.nats.name.clone(),
-                    system_account: system_account.clone(),
-                    replica: config.primary.is_some(),
-                },
-            )
-            .await
-            .map_err(|e| StartError::Nats(e.to_string()))?;
-        }
-        // A replica asks its primary; everyone else asks full resolvers over NATS.
-        let upstream: Option<Arc<dyn crate::resolver::Upstream>> = match (&nats, &primary) {
-            (_, Some(primary)) => Some(Arc::new(crate::replica::PrimaryUpstream::new(
-                primary.clone(),
-                accepter.clone(),
-                cache.clone(),
-                config.replica_validity,
-            ))),
-            (Some(client), None) => Some(Arc::new(crate::nats::NatsLookup::new(
-                client.clone(),
-                accepter.clone(),
-                metrics.clone(),
-                config.sign_request_timeout,
-                config.cache.negative_ttl,
-            ))),
-            (None, None) => None,
-        };
-        let resolver =
-            crate::resolver::Resolver::new(cache.clone(), system_account.clone(), upstream);
-        let activations = crate::activation::Activations::new(
-            cache.clone(),
-            store.clone(),
-            config.max_activations_per_account,
-        );
-        let state = web::Data::new(AppState {
-            activations,
-            cache,
-            accepter,
-            store: store.clone(),
-            metrics: metrics.clone(),
-            notifier,
+        let state = app_state(
+            config,
+            &core,
+            nats.notifier(),
             operator_jwt,
             resolver,
-            max_pack: config.max_replication_pack,
-            metrics_on_main: config.metrics.on_main_listener && config.metrics.listen.is_none(),
-            primary_url: primary.as_ref().map(|p| p.base().to_owned()),
-            request_deadline: config.http.read_timeout,
-            body_limit: config.http.body_limit,
-            health: Default::default(),
-        });
-
-        let body_limit = config.http.body_limit;
-        let app_state = state.clone();
-        let bind = config.http_bind();
-        let tls = tls_config(config)?;
-        let is_tls = tls.is_some();
-        let connection_metrics = crate::listener::ConnectionMetrics {
-            open: metrics.http_open_connections.clone(),
-            write_timeouts: metrics.http_write_timeouts.clone(),
-        };
-        let limits = listener_limits(config);
-        let listener = crate::listener::bind(&bind, &limits, tls, connection_metrics, move || {
-            crate::listener::mount(
-                App::new()
-                    .app_data(app_state.clone())
-                    .app_data(web::PayloadConfig::new(body_limit))
-                    .wrap(middleware::from_fn(http::observe))
-                    .configure(http::routes),
-            )
-        })
-        .map_err(|error| StartError::Listen {
-            addr: bind.clone(),
-            error,
-        })?;
-        let http_addr = listener.addr;
-        let http_handle = listener.spawn();
-        let scheme = if is_tls { "https" } else { "http" };
-        tracing::info!("{scheme} listening on {http_addr}");
-
-        let (metrics_http, metrics_addr) = match &config.metrics.listen {
-            Some(listen) => {
-                let m = metrics.clone();
-                let server = HttpServer::new(move || {
-                    let m = m.clone();
-                    App::new().route(
-                        "/metrics",
-                        web::get().to(move || {
-                            let m = m.clone();
-                            async move {
-                                actix_web::HttpResponse::Ok()
-                                    .content_type("text/plain; version=0.0.4")
-                                    .body(m.render())
-                            }
-                        }),
-                    )
-                })
-                .disable_signals()
-                .workers(1)
-                .bind(listen)
-                .map_err(|error| StartError::Listen {
-                    addr: listen.clone(),
-                    error,
-                })?;
-                let addr = server.addrs().first().copied();
-                let server = server.run();
-                let handle = server.handle();
-                tokio::spawn(server);
-                tracing::info!("metrics listening on {listen}");
-                (Some(handle), addr)
-            }
-            None => (None, None),
-        };
-
-        let host = match config.http.host.as_str() {
-            "" | "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
-            h => h.to_owned(),
-        };
-        tracing::info!("nats-account-server is running");
-        tracing::info!("configure the nats-server with:");
-        tracing::info!(
-            "  resolver: URL({scheme}://{host}:{}/jwt/v1/accounts/)",
-            http_addr.port()
+            primary,
         );
+        let (http, http_addr, tls) = start_api_listener(config, state, &core.metrics)?;
+        let (metrics_http, metrics_addr) = start_metrics_listener(config, &core.metrics)?;
+        log_resolver_line(config, tls, http_addr);
         Ok(Server {
-            http: http_handle,
+            http,
             metrics_http,
             http_addr,
             metrics_addr,
-            store,
-            metrics,
-            tls: is_tls,
-            nats,
+            store: core.store,
+            metrics: core.metrics,
+            tls,
+            nats: nats.client,
         })
     }
 
@@ -466,6 +229,386 @@ impl Server {
             tracing::info!("disconnected from NATS");
         }
     }
+}
+
+/// The parts every front end shares.
+struct Core {
+    store: Store,
+    cache: VerifiedCache,
+    accepter: Accepter,
+    metrics: Arc<Metrics>,
+    system_account: Option<Arc<Served>>,
+}
+
+impl Core {
+    /// The verified cache and the accept rule over `store`.
+    fn new(
+        config: &Config,
+        store: Store,
+        trust: Option<Arc<OperatorTrust>>,
+        metrics: Arc<Metrics>,
+        system_account: Option<Arc<Served>>,
+    ) -> Core {
+        let cache = VerifiedCache::new(
+            store.clone(),
+            trust.clone(),
+            metrics.clone(),
+            &CacheOptions {
+                max_entries: config.cache.max_entries,
+                ttl: config.cache.ttl,
+                negative_ttl: config.cache.negative_ttl,
+                max_stale: config.cache.max_stale,
+            },
+        );
+        let accepter = Accepter::new(
+            store.clone(),
+            trust,
+            cache.clone(),
+            metrics.clone(),
+            read_only_hint(config),
+        );
+        Core {
+            store,
+            cache,
+            accepter,
+            metrics,
+            system_account,
+        }
+    }
+}
+
+/// The NATS connection (in the background: a server that is down is retried) and its
+/// notifier, when NATS is configured.
+struct NatsParts {
+    client: Option<async_nats::Client>,
+    notifier: Option<Arc<crate::nats::NatsNotifier>>,
+}
+
+impl NatsParts {
+    async fn connect(config: &Config, metrics: &Arc<Metrics>) -> Result<NatsParts, StartError> {
+        if config.nats.servers.is_empty() {
+            tracing::info!("NATS is not configured, server will not fire notifications on update");
+            return Ok(NatsParts {
+                client: None,
+                notifier: None,
+            });
+        }
+        let (client, events) = crate::nats::connect(&config.nats, metrics.clone())
+            .await
+            .map_err(|e| StartError::Nats(e.to_string()))?;
+        let notifier = crate::nats::NatsNotifier::new(client.clone(), metrics.clone(), events);
+        Ok(NatsParts {
+            client: Some(client),
+            notifier: Some(notifier),
+        })
+    }
+
+    /// Where accepted changes are announced (nowhere without NATS).
+    fn notifier(&self) -> Arc<dyn Notifier> {
+        match &self.notifier {
+            Some(n) => n.clone(),
+            None => Arc::new(NoNats),
+        }
+    }
+}
+
+/// Opens the configured backend behind `wrap` and the metrics decorator.
+async fn open_store(
+    config: &Config,
+    wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+    metrics: &Arc<Metrics>,
+    nats: &NatsParts,
+) -> Result<Store, StartError> {
+    let backend = wrap(open_backend(config).await?);
+    tracing::info!(
+        "creating a {} store ({})",
+        backend.kind(),
+        describe_store(config)
+    );
+    let store = Store::new(Arc::new(Instrumented::new(backend, metrics.clone())));
+    if let Some(n) = &nats.notifier {
+        // Updates other instances published while we were disconnected were missed.
+        let store = store.clone();
+        n.on_connect(move || {
+            store.mark_all_stale();
+        });
+    }
+    Ok(store)
+}
+
+/// The nsc folder an `nsc` store serves.
+fn nsc_folder(config: &Config) -> &std::path::Path {
+    config.store.nsc.as_deref().unwrap_or(&config.store.dir)
+}
+
+/// `operatorjwtpath`, or for an nsc store the operator JWT inside its folder (`<dir>/<name>.jwt`).
+fn operator_path(config: &Config) -> Option<std::path::PathBuf> {
+    if config.operator_jwt_path.is_some() || config.store.kind != StoreKind::Nsc {
+        return config.operator_jwt_path.clone();
+    }
+    let dir = nsc_folder(config);
+    let name = dir.file_name()?;
+    Some(dir.join(format!("{}.jwt", name.to_string_lossy())))
+}
+
+/// The operator JWT (served verbatim) and the trust it defines, when one is configured.
+fn load_operator(
+    config: &Config,
+) -> Result<(Option<Bytes>, Option<Arc<OperatorTrust>>), StartError> {
+    let Some(path) = operator_path(config) else {
+        tracing::warn!(
+            "No Operator is configured - You will NOT be able to push jwt to this account server"
+        );
+        return Ok((None, None));
+    };
+    tracing::info!("loading operator from {}", path.display());
+    let bytes = read_file("operator JWT", &path)?;
+    let trust = OperatorTrust::from_operator_jwt(&bytes)
+        .map_err(|e| StartError::Jwt(format!("operator JWT {}: {e}", path.display())))?;
+    tracing::info!("Operator: {}", trust.identity());
+    Ok((Some(bytes), Some(Arc::new(trust))))
+}
+
+/// The configured system account, verified against the operator (and matching the operator's
+/// own `system_account` when it names one).
+fn load_system_account(
+    config: &Config,
+    trust: Option<&OperatorTrust>,
+) -> Result<Option<Arc<Served>>, StartError> {
+    let Some(path) = &config.system_account_jwt_path else {
+        return Ok(None);
+    };
+    tracing::info!("loading system account from {}", path.display());
+    let bytes = read_file("system account JWT", path)?;
+    let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(&bytes));
+    let verified = match trust {
+        Some(t) => t.verify_account_untimed(token.as_bytes(), None),
+        None => nas_jwt::decode_account_for(token.as_bytes(), None),
+    }
+    .map_err(|e| StartError::Jwt(format!("system account JWT {}: {e}", path.display())))?;
+    if let Some(sys) = trust.and_then(|t| t.system_account()) {
+        if sys != verified.claims.sub {
+            return Err(StartError::Jwt(format!(
+                "the operator's system account {sys} differs from the configured system account {}",
+                verified.claims.sub
+            )));
+        }
+    }
+    tracing::info!(
+        "System Account: {} ({})",
+        verified.claims.sub,
+        verified.claims.name
+    );
+    let token = Bytes::from(verified.token.clone());
+    Ok(Some(Arc::new(Served::new(&verified, token))))
+}
+
+/// A replica's primary, after the one-shot import of its pack (the Go v1.0 `primary`).
+async fn follow_primary(config: &Config, accepter: &Accepter) -> Option<Primary> {
+    let primary = Primary::new(config.primary.as_deref()?, config.replication_timeout);
+    if config.max_replication_pack == 0 {
+        tracing::info!(
+            "skipping initial JWT pack from primary, config has MaxReplicationPack of 0"
+        );
+        return Some(primary);
+    }
+    tracing::info!("grabbing initial JWT pack from primary {}", primary.base());
+    match primary
+        .import_pack(config.max_replication_pack, accepter)
+        .await
+    {
+        Ok((stored, refused)) => {
+            tracing::info!("imported {stored} account(s) from the primary, refused {refused}")
+        }
+        Err(e) => {
+            tracing::warn!("unable to initialize from primary, {e}, will use what is on disk")
+        }
+    }
+    Some(primary)
+}
+
+/// Announcements of accepted changes and, with NATS, the resolver protocol responder.
+async fn start_nats_bridge(
+    config: &Config,
+    nats: &NatsParts,
+    core: &Core,
+) -> Result<(), StartError> {
+    let notifier = nats.notifier();
+    announce_accepted_changes(&core.store, notifier.clone());
+    let Some(client) = &nats.client else {
+        return Ok(());
+    };
+    spawn_external_announcer(&core.store, &core.cache, notifier);
+    // LOOKUP is answered from this instance alone: asking other servers would loop.
+    let local = Resolver::new(core.cache.clone(), core.system_account.clone(), None);
+    crate::nats::Responder::spawn(
+        client.clone(),
+        core.accepter.clone(),
+        core.cache.clone(),
+        local,
+        core.store.clone(),
+        core.metrics.clone(),
+        crate::nats::ResponderOptions {
+            lookup_miss_reply: config.nats.lookup_miss_reply,
+            allow_delete: config.nats.allow_delete,
+            pack_interval: config.nats.pack_interval,
+            server_name: config.nats.name.clone(),
+            system_account: core.system_account.clone(),
+            replica: config.primary.is_some(),
+        },
+    )
+    .await
+    .map_err(|e| StartError::Nats(e.to_string()))
+}
+
+/// Where GET looks when the store misses: a replica asks its primary; everyone else asks full
+/// resolvers over NATS.
+fn upstream(
+    config: &Config,
+    nats: &NatsParts,
+    primary: Option<&Primary>,
+    core: &Core,
+) -> Option<Arc<dyn Upstream>> {
+    if let Some(primary) = primary {
+        return Some(Arc::new(crate::replica::PrimaryUpstream::new(
+            primary.clone(),
+            core.accepter.clone(),
+            core.cache.clone(),
+            config.replica_validity,
+        )));
+    }
+    let client = nats.client.as_ref()?;
+    Some(Arc::new(crate::nats::NatsLookup::new(
+        client.clone(),
+        core.accepter.clone(),
+        core.metrics.clone(),
+        config.sign_request_timeout,
+        config.cache.negative_ttl,
+    )))
+}
+
+fn app_state(
+    config: &Config,
+    core: &Core,
+    notifier: Arc<dyn Notifier>,
+    operator_jwt: Option<Bytes>,
+    resolver: Resolver,
+    primary: Option<Primary>,
+) -> web::Data<AppState> {
+    web::Data::new(AppState {
+        activations: crate::activation::Activations::new(
+            core.cache.clone(),
+            core.store.clone(),
+            config.max_activations_per_account,
+        ),
+        cache: core.cache.clone(),
+        accepter: core.accepter.clone(),
+        store: core.store.clone(),
+        metrics: core.metrics.clone(),
+        notifier,
+        operator_jwt,
+        resolver,
+        max_pack: config.max_replication_pack,
+        metrics_on_main: config.metrics.on_main_listener && config.metrics.listen.is_none(),
+        primary_url: primary.as_ref().map(|p| p.base().to_owned()),
+        request_deadline: config.http.read_timeout,
+        body_limit: config.http.body_limit,
+        health: Default::default(),
+    })
+}
+
+/// The API listener (HTTPS when `http.tls` is configured).
+fn start_api_listener(
+    config: &Config,
+    state: web::Data<AppState>,
+    metrics: &Metrics,
+) -> Result<(ServerHandle, SocketAddr, bool), StartError> {
+    let bind = config.http_bind();
+    let tls = tls_config(config)?;
+    let is_tls = tls.is_some();
+    let body_limit = config.http.body_limit;
+    let listener = listener::bind(
+        &bind,
+        &listener_limits(config),
+        tls,
+        connection_metrics(metrics, "api"),
+        move || {
+            listener::mount(
+                App::new()
+                    .app_data(state.clone())
+                    .app_data(web::PayloadConfig::new(body_limit))
+                    .wrap(middleware::from_fn(http::observe))
+                    .configure(http::routes),
+            )
+        },
+    )
+    .map_err(|error| StartError::Listen {
+        addr: bind.clone(),
+        error,
+    })?;
+    let addr = listener.addr;
+    tracing::info!(
+        "{} listening on {addr}",
+        if is_tls { "https" } else { "http" }
+    );
+    Ok((listener.spawn(), addr, is_tls))
+}
+
+/// The separate metrics listener (`metrics { listen }`), with the API's connection bounds.
+fn start_metrics_listener(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<(Option<ServerHandle>, Option<SocketAddr>), StartError> {
+    let Some(listen) = &config.metrics.listen else {
+        return Ok((None, None));
+    };
+    let limits = listener::Limits {
+        workers: 1,
+        ..listener_limits(config)
+    };
+    let shared = web::Data::from(metrics.clone());
+    let listener = listener::bind(
+        listen,
+        &limits,
+        None,
+        connection_metrics(metrics, "metrics"),
+        move || {
+            listener::mount(
+                App::new()
+                    .app_data(shared.clone())
+                    .route("/metrics", web::get().to(http::metrics_only)),
+            )
+        },
+    )
+    .map_err(|error| StartError::Listen {
+        addr: listen.clone(),
+        error,
+    })?;
+    tracing::info!("metrics listening on {listen}");
+    let addr = listener.addr;
+    Ok((Some(listener.spawn()), Some(addr)))
+}
+
+fn connection_metrics(metrics: &Metrics, listener: &str) -> listener::ConnectionMetrics {
+    listener::ConnectionMetrics {
+        open: metrics.http_open_connections.with_label_values(&[listener]),
+        write_timeouts: metrics.http_write_timeouts.clone(),
+    }
+}
+
+/// The line operators copy into their nats-server config.
+fn log_resolver_line(config: &Config, tls: bool, addr: SocketAddr) {
+    let host = match config.http.host.as_str() {
+        "" | "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
+        h => h.to_owned(),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!("nats-account-server is running");
+    tracing::info!("configure the nats-server with:");
+    tracing::info!(
+        "  resolver: URL({scheme}://{host}:{}/jwt/v1/accounts/)",
+        addr.port()
+    );
 }
 
 /// The PEM files of `store { tls { ca, cert, key } }`, read for `rediss://`.

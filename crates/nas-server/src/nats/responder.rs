@@ -342,10 +342,7 @@ impl Responder {
             Ok(entries) => {
                 self.count("pack", "sent");
                 for (key, jwt) in entries {
-                    let mut line = Vec::with_capacity(key.len() + 1 + jwt.len());
-                    line.extend_from_slice(key.as_bytes());
-                    line.push(b'|');
-                    line.extend_from_slice(&jwt);
+                    let line = crate::pack::encode_line(&key, &jwt);
                     self.reply(msg, Bytes::from(line)).await;
                 }
                 self.reply(msg, Bytes::new()).await;
@@ -375,43 +372,21 @@ impl Responder {
         {
             return;
         }
-        let (mut merged, mut refused) = (0, 0);
+        let mut merged = crate::pack::Merged::default();
         while let Ok(Some(reply)) = tokio::time::timeout(PACK_GAP, sub.next()).await {
             if reply.payload.is_empty() {
                 break;
             }
-            for line in reply
-                .payload
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-            {
-                let text = String::from_utf8_lossy(line);
-                let Some((key, jwt)) = text.split_once('|') else {
-                    refused += 1;
-                    continue;
-                };
-                match self
-                    .accepter
-                    .accept(
-                        WritePath::PackMerge,
-                        Some(key),
-                        jwt.as_bytes(),
-                        nas_jwt::unix_now(),
-                    )
-                    .await
-                {
-                    Ok((Accepted::Unchanged, _)) => {}
-                    Ok(_) => merged += 1,
-                    Err(e) if e.is_superseded() => {}
-                    Err(e) => {
-                        refused += 1;
-                        tracing::debug!("PACK line for {key} refused: {e}");
-                    }
-                }
-            }
+            let lines =
+                crate::pack::merge(&self.accepter, WritePath::PackMerge, &reply.payload).await;
+            merged.add(lines);
         }
-        if merged + refused > 0 {
-            tracing::info!("PACK sync: merged {merged} account(s), refused {refused}");
+        if merged.changed + merged.refused > 0 {
+            tracing::info!(
+                "PACK sync: merged {} account(s), refused {}",
+                merged.changed,
+                merged.refused
+            );
         }
     }
 
