@@ -1,4 +1,4 @@
-//! The HTTP API, table by table: every route, flag and error of `shared/spec/http-api.md`, with
+//! The HTTP API, table by table: every route, flag and error of `docs/spec/http-api.md`, with
 //! the documented fixes, against an in-process server on a directory store. Every refused write
 //! is checked to leave the store untouched.
 

@@ -3,7 +3,7 @@
 //!
 //! The account server's config file and the nats-server snippets it prints use this syntax.
 //! No maintained Rust crate parses NATS conf, so this one is hand-written, following
-//! nats-server's `conf/lex.go` and `conf/parse.go` and `shared/spec/config-and-cli.md` §1.
+//! nats-server's `conf/lex.go` and `conf/parse.go` and `docs/spec/config-and-cli.md` §1.
 //!
 //! ```
 //! let doc = nas_conf::parse_str(r#"

@@ -1,4 +1,4 @@
-//! The configuration examples of `shared/spec/config-and-cli.md` (account server §5 and the
+//! The configuration examples of `docs/spec/config-and-cli.md` (account server §5 and the
 //! nats-server snippets of §10), plus the shapes the Go account server's docs and tests use.
 
 use nas_conf::{Document, Parser};

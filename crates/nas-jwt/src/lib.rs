@@ -1,7 +1,7 @@
 //! NATS nkeys and JWTs for the account server: decode (v1 and v2), verify, trust, `jti`,
 //! encode/sign, creds and decorated files, activation hash ids.
 //!
-//! Facts come from `shared/spec/nats-jwt.md`; every behaviour is pinned by the Go-made fixtures in
+//! Facts come from `docs/spec/nats-jwt.md`; every behaviour is pinned by the Go-made fixtures in
 //! `tests/fixtures/jwt`. No async and no I/O here: callers pass bytes and a clock.
 
 #![forbid(unsafe_code)]

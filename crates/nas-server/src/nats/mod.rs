@@ -2,7 +2,7 @@
 //! notifications ([`NatsNotifier`]), answers the nats-server resolver protocol on `$SYS`
 //! ([`Responder`]: LOOKUP, UPDATE, PACK, LIST, DELETE, plus our own periodic PACK requests),
 //! and asks full resolvers for accounts an HTTP GET does not find ([`NatsLookup`]).
-//! Facts: `shared/spec/nats-resolver-protocol.md`.
+//! Facts: `docs/spec/nats-resolver-protocol.md`.
 //!
 //! HTTP never waits for NATS: the connection is made in the background and retried forever (or
 //! `maxreconnects` times); notifications are queued and published by a background task.

@@ -1,6 +1,6 @@
 //! The resolver protocol responder on the system account: LOOKUP, UPDATE (three subjects),
 //! PACK (both directions), LIST and DELETE, as nats-servers speak it
-//! (`shared/spec/nats-resolver-protocol.md` §3–§7). Every JWT that arrives goes through the
+//! (`docs/spec/nats-resolver-protocol.md` §3–§7). Every JWT that arrives goes through the
 //! accept rule; replies use nats-server's JSON shape so `nsc` counts us as a server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
