@@ -513,11 +513,6 @@ impl VerifiedCache {
             })
             .await;
     }
-
-    /// Number of entries (approximate).
-    pub fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nas_conf::{Map, Position, Spanned, Value};
+use nas_conf::{Map, Spanned, Value};
 
 /// A configuration error, naming the key and where it is.
 #[derive(Debug, thiserror::Error)]
@@ -642,6 +642,12 @@ impl Config {
             }
             if let Some(tls) = Reader::block(m, "tls")? {
                 r.check_known(tls, "http.tls", &["cert", "key", "root"]);
+                if let Some(root) = tls.get("root") {
+                    r.warnings.push(format!(
+                        "{}: http.tls.root is ignored: this server does not ask clients for certificates",
+                        root.pos
+                    ));
+                }
                 h.tls_cert = Reader::path(tls, "cert")?;
                 h.tls_key = Reader::path(tls, "key")?;
             }
@@ -831,11 +837,6 @@ impl Config {
         };
         format!("{host}:{}", self.http.port)
     }
-}
-
-/// Position of a value, for messages.
-pub fn position_of(value: &Spanned<Value>) -> &Position {
-    &value.pos
 }
 
 #[cfg(test)]

@@ -341,14 +341,12 @@ fn nsc_folder(config: &Config) -> &std::path::Path {
     config.store.nsc.as_deref().unwrap_or(&config.store.dir)
 }
 
-/// `operatorjwtpath`, or for an nsc store the operator JWT inside its folder (`<dir>/<name>.jwt`).
+/// `operatorjwtpath`, or for an nsc store the operator JWT inside its operator folder.
 fn operator_path(config: &Config) -> Option<std::path::PathBuf> {
     if config.operator_jwt_path.is_some() || config.store.kind != StoreKind::Nsc {
         return config.operator_jwt_path.clone();
     }
-    let dir = nsc_folder(config);
-    let name = dir.file_name()?;
-    Some(dir.join(format!("{}.jwt", name.to_string_lossy())))
+    nas_store::nsc::operator_jwt_path(nsc_folder(config)).ok()
 }
 
 /// The operator JWT (served verbatim) and the trust it defines, when one is configured.

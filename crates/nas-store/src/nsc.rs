@@ -88,6 +88,17 @@ fn is_operator_dir(dir: &Path) -> bool {
     dir.join(".nsc").is_file() || dir.join("accounts").is_dir() || own_jwt
 }
 
+/// Where the operator JWT of the nsc folder `path` names is: `<operator folder>/<its name>.jwt`
+/// (the folder found as [`NscBackend::open`] finds it).
+pub fn operator_jwt_path(path: &Path) -> Result<PathBuf, StoreError> {
+    let folder = resolve_operator_dir(path)?;
+    let name = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(folder.join(format!("{name}.jwt")))
+}
+
 /// The operator folder `path` names: itself, or the only operator of an nsc store directory
 /// (`<nsc home>/stores` or `<nsc home>`).
 fn resolve_operator_dir(path: &Path) -> Result<PathBuf, StoreError> {
@@ -216,15 +227,6 @@ impl NscBackend {
     /// The operator folder served.
     pub fn folder(&self) -> &Path {
         &self.folder
-    }
-
-    /// The operator JWT (`<folder>/<folder name>.jwt`, bare token), if present.
-    pub fn operator_jwt(&self) -> Option<Bytes> {
-        let name = self.folder.file_name()?.to_string_lossy().into_owned();
-        let bytes = std::fs::read(self.folder.join(format!("{name}.jwt"))).ok()?;
-        Some(Bytes::from(nas_jwt::creds::extract_jwt(
-            &String::from_utf8_lossy(&bytes),
-        )))
     }
 
     fn path_of(&self, key: &str) -> Option<PathBuf> {
