@@ -393,7 +393,7 @@ async fn get_pack(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
         Ok(entries) => HttpResponse::Ok()
             .content_type("text/plain")
             .body(crate::pack::encode_lines(&entries)),
-        Err(StoreError::Unavailable(e)) => store_unavailable(&StoreError::Unavailable(e)),
+        Err(e @ StoreError::Unavailable(_)) => store_unavailable(&e),
         Err(e) => {
             tracing::error!("pack failed: {e}");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "error packing JWTs")

@@ -95,7 +95,7 @@ pub enum StoreError {
     /// The backend cannot be reached or timed out (answer 503, retry later). Whether a write that
     /// failed this way took effect is unknown.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// A local I/O error.
     #[error("store I/O error: {0}")]
     Io(String),
@@ -107,6 +107,73 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// Why the backend could not be used: a message for people, and the backend's own error when
+/// there is one (kept as the `source`, for logs and for decisions by kind; never in the message
+/// twice). Secrets never enter either: backends redact URLs before they build one.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause with no underlying error (a timeout, a state).
+    pub fn new(message: impl Into<String>) -> Cause {
+        Cause {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// `error` as the source, shown after `context`.
+    pub fn of(context: &str, error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause {
+            message: format!("{context}: {error}"),
+            source: Some(Arc::new(error)),
+        }
+    }
+
+    /// The underlying error, if any, to inspect by type (`downcast_ref`).
+    pub fn inner(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+/// Causes compare by message: the source is detail for logs and downcasts.
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Cause {}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Cause {
+        Cause::new(message)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Cause {
+        Cause::new(message)
+    }
 }
 
 impl From<std::io::Error> for StoreError {
@@ -1120,9 +1187,9 @@ impl Store {
             match state {
                 ScanState::Done => break,
                 ScanState::Failed(e) => {
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::Unavailable(Cause::new(format!(
                         "the store hash is not known yet: {e}"
-                    )))
+                    ))))
                 }
                 ScanState::Running => {}
             }

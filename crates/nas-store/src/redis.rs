@@ -141,8 +141,14 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
+/// A failed Redis call, its error kept as the source.
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(crate::Cause::of("redis", e))
+}
+
+/// Redis did not answer in time.
+fn no_answer(what: String) -> StoreError {
+    StoreError::Unavailable(crate::Cause::new(format!("redis: {what}")))
 }
 
 /// Writes (or deletes, when ARGV[1] is "delete") an entry atomically: checks the precondition,
@@ -233,7 +239,7 @@ impl RedisBackend {
             .collect::<Result<Vec<_>, _>>()?;
         let bound = options.timeout * 2;
         let shown = crate::redact_url(&options.url);
-        let no_answer = || unavailable(format!("no answer from {shown} within {bound:?}"));
+        let no_answer = || no_answer(format!("no answer from {shown} within {bound:?}"));
         let conn = if options.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(urls.clone())
                 .connection_timeout(options.timeout)
@@ -360,11 +366,9 @@ impl RedisBackend {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.options.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.code() == Some("CONFLICT") || e.to_string().contains("CONFLICT") => {
-                Err(StoreError::Conflict)
-            }
+            Ok(Err(e)) if e.code() == Some("CONFLICT") => Err(StoreError::Conflict),
             Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable(format!(
+            Err(_) => Err(no_answer(format!(
                 "no answer within {:?}",
                 self.options.timeout
             ))),

@@ -65,8 +65,14 @@ impl std::fmt::Debug for S3Backend {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("s3: {e}"))
+/// A failed S3 call, object_store's error kept as the source.
+fn unavailable(e: object_store::Error) -> StoreError {
+    StoreError::Unavailable(crate::Cause::of("s3", e))
+}
+
+/// S3 is not usable for a reason of ours (a timeout, a missing bucket).
+fn unusable(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(crate::Cause::new(format!("s3: {what}")))
 }
 
 impl S3Backend {
@@ -145,7 +151,7 @@ impl S3Backend {
     /// bucket is an outage.
     fn unavailable_or_missing_bucket(&self, e: object_store::Error) -> StoreError {
         if is_missing_bucket(&e) {
-            unavailable(self.missing_bucket())
+            unusable(self.missing_bucket())
         } else {
             unavailable(e)
         }
@@ -183,7 +189,7 @@ async fn bounded<T>(
 ) -> Result<T, StoreError> {
     tokio::time::timeout(limit, fut)
         .await
-        .map_err(|_| unavailable(format!("no answer within {limit:?}")))?
+        .map_err(|_| unusable(format!("no answer within {limit:?}")))?
 }
 
 /// S3 answers 404 both for a missing object and a missing bucket; only the error code in the
@@ -308,7 +314,7 @@ impl Backend for S3Backend {
             loop {
                 let next = tokio::time::timeout(limit, objects.next()).await;
                 let item = match next {
-                    Err(_) => Err(unavailable(format!("no list page within {limit:?}"))),
+                    Err(_) => Err(unusable(format!("no list page within {limit:?}"))),
                     Ok(None) => return None,
                     Ok(Some(Err(e))) => Err(unavailable(e)),
                     Ok(Some(Ok(meta))) => match meta
@@ -331,7 +337,7 @@ impl Backend for S3Backend {
     async fn health(&self) -> Result<(), StoreError> {
         match self.bounded(self.check_bucket()).await {
             // Once running, a missing bucket is an outage like any other.
-            Err(StoreError::Io(e)) => Err(unavailable(e)),
+            Err(StoreError::Io(e)) => Err(unusable(e)),
             other => other,
         }
     }

@@ -127,10 +127,14 @@ async fn outage_gives_unavailable_and_recovers() {
         .await
         .unwrap();
     redis.stop();
-    assert!(matches!(
-        store.get_account(&sub_of(&t)).await,
-        Err(StoreError::Unavailable(_))
-    ));
+    match store.get_account(&sub_of(&t)).await {
+        // The Redis error is kept as the source (for logs and decisions by kind).
+        Err(StoreError::Unavailable(cause)) => {
+            let inner = cause.inner().expect("the redis error is kept");
+            assert!(inner.downcast_ref::<redis::RedisError>().is_some(), "{cause:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         store.backend().health().await,
         Err(StoreError::Unavailable(_))
