@@ -530,12 +530,7 @@ impl Backend for DirBackend {
             // The guard lives until the write is done, even if the caller went away.
             let _guard = guard;
             let current = locations.read()?.map(|b| version_of(&b));
-            let holds = match &pre {
-                Precondition::Any => true,
-                Precondition::Absent => current.is_none(),
-                Precondition::Matches(v) => current.as_ref() == Some(v),
-            };
-            if !holds {
+            if !pre.holds(current.as_ref()) {
                 return Err(StoreError::Conflict);
             }
             write_atomic(&locations.primary, &value)?;

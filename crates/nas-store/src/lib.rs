@@ -73,6 +73,18 @@ pub enum Precondition {
     Matches(Version),
 }
 
+impl Precondition {
+    /// Whether the precondition holds for the key's `current` version (`None`: absent). The
+    /// one check every backend that compares versions itself applies.
+    pub fn holds(&self, current: Option<&Version>) -> bool {
+        match self {
+            Precondition::Any => true,
+            Precondition::Absent => current.is_none(),
+            Precondition::Matches(v) => current == Some(v),
+        }
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {

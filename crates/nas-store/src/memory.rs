@@ -76,13 +76,8 @@ impl Backend for MemoryBackend {
         }
         let mut state = self.state();
         let id = (ns, key.to_owned());
-        let current = state.entries.get(&id).map(|(_, v)| v.to_string());
-        let holds = match pre {
-            Precondition::Any => true,
-            Precondition::Absent => current.is_none(),
-            Precondition::Matches(v) => current.as_deref() == Some(v.0.as_str()),
-        };
-        if !holds {
+        let current = state.entries.get(&id).map(|(_, v)| Version(v.to_string()));
+        if !pre.holds(current.as_ref()) {
             return Err(StoreError::Conflict);
         }
         state.writes += 1;

@@ -131,7 +131,10 @@ async fn outage_gives_unavailable_and_recovers() {
         // The Redis error is kept as the source (for logs and decisions by kind).
         Err(StoreError::Unavailable(cause)) => {
             let inner = cause.inner().expect("the redis error is kept");
-            assert!(inner.downcast_ref::<redis::RedisError>().is_some(), "{cause:?}");
+            assert!(
+                inner.downcast_ref::<redis::RedisError>().is_some(),
+                "{cause:?}"
+            );
         }
         other => panic!("{other:?}"),
     }
