@@ -369,31 +369,64 @@ impl Default for Config {
     }
 }
 
-/// Reads typed values out of a conf map with the Go server's type rules, collecting warnings
-/// about keys nobody reads.
-struct Reader<'a> {
-    warnings: &'a mut Vec<String>,
+/// Reads typed values out of conf blocks with the Go server's type rules.
+struct Reader;
+
+/// A conf block being read. It remembers which keys were read, and when it is dropped it reports
+/// every key nobody read as unknown: each key is named once, where it is read, and the
+/// "unknown key" warnings come from this one place.
+struct Block<'a> {
+    map: &'a Map,
+    name: String,
+    read: std::cell::RefCell<Vec<String>>,
+    warnings: &'a std::cell::RefCell<Vec<String>>,
+}
+
+impl<'a> Block<'a> {
+    fn new(map: &'a Map, name: String, warnings: &'a std::cell::RefCell<Vec<String>>) -> Self {
+        Block {
+            map,
+            name,
+            read: Default::default(),
+            warnings,
+        }
+    }
+
+    /// The value of `key` (case-insensitive, as nats-server), marking it read.
+    fn get(&self, key: &str) -> Option<&'a Spanned<Value>> {
+        let (written, value) = self.map.get_key_value(key)?;
+        self.read.borrow_mut().push(written.value.clone());
+        Some(value)
+    }
+
+    /// Records a warning about this block.
+    fn warn(&self, warning: String) {
+        self.warnings.borrow_mut().push(warning);
+    }
+}
+
+impl Drop for Block<'_> {
+    fn drop(&mut self) {
+        let read = self.read.borrow();
+        for (key, _) in self.map.iter() {
+            if read.iter().any(|k| *k == key.value) {
+                continue;
+            }
+            let name = if self.name.is_empty() {
+                key.value.clone()
+            } else {
+                format!("{}.{}", self.name, key.value)
+            };
+            self.warn(format!("{}: unknown config key `{name}` ignored", key.pos));
+        }
+    }
 }
 
 fn describe(value: &Spanned<Value>) -> String {
     value.value.to_string()
 }
 
-impl Reader<'_> {
-    fn check_known(&mut self, map: &Map, block: &str, known: &[&str]) {
-        for (key, _) in map.iter() {
-            if !known.iter().any(|k| k.eq_ignore_ascii_case(&key.value)) {
-                let name = if block.is_empty() {
-                    key.value.clone()
-                } else {
-                    format!("{block}.{}", key.value)
-                };
-                self.warnings
-                    .push(format!("{}: unknown config key `{name}` ignored", key.pos));
-            }
-        }
-    }
-
+impl Reader {
     fn err(key: &str, value: &Spanned<Value>, reason: &str) -> ConfigError {
         ConfigError::Value {
             key: key.to_owned(),
@@ -403,7 +436,7 @@ impl Reader<'_> {
         }
     }
 
-    fn string(map: &Map, key: &str) -> Result<Option<String>, ConfigError> {
+    fn string(map: &Block<'_>, key: &str) -> Result<Option<String>, ConfigError> {
         match map.get(key) {
             None => Ok(None),
             Some(v) => match v.as_str() {
@@ -413,13 +446,13 @@ impl Reader<'_> {
         }
     }
 
-    fn path(map: &Map, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+    fn path(map: &Block<'_>, key: &str) -> Result<Option<PathBuf>, ConfigError> {
         Ok(Self::string(map, key)?
             .filter(|s| !s.is_empty())
             .map(PathBuf::from))
     }
 
-    fn int(map: &Map, key: &str) -> Result<Option<i64>, ConfigError> {
+    fn int(map: &Block<'_>, key: &str) -> Result<Option<i64>, ConfigError> {
         match map.get(key) {
             None => Ok(None),
             Some(v) => match (&v.value, v.as_i64()) {
@@ -434,7 +467,7 @@ impl Reader<'_> {
         }
     }
 
-    fn millis(map: &Map, key: &str) -> Result<Option<Duration>, ConfigError> {
+    fn millis(map: &Block<'_>, key: &str) -> Result<Option<Duration>, ConfigError> {
         match map.get(key) {
             Some(v)
                 if matches!(v.value, Value::String(_))
@@ -457,7 +490,7 @@ impl Reader<'_> {
         }
     }
 
-    fn boolean(map: &Map, key: &str) -> Result<Option<bool>, ConfigError> {
+    fn boolean(map: &Block<'_>, key: &str) -> Result<Option<bool>, ConfigError> {
         match map.get(key) {
             None => Ok(None),
             Some(v) => match &v.value {
@@ -468,7 +501,7 @@ impl Reader<'_> {
         }
     }
 
-    fn strings(map: &Map, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    fn strings(map: &Block<'_>, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         match map.get(key) {
             None => Ok(None),
             Some(v) => match &v.value {
@@ -491,14 +524,19 @@ impl Reader<'_> {
         }
     }
 
-    fn block<'m>(map: &'m Map, key: &str) -> Result<Option<&'m Map>, ConfigError> {
-        match map.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_map()
-                .map(Some)
-                .ok_or_else(|| Self::err(key, v, "expected a block { … }")),
-        }
+    fn block<'a>(map: &Block<'a>, key: &str) -> Result<Option<Block<'a>>, ConfigError> {
+        let Some(v) = map.get(key) else {
+            return Ok(None);
+        };
+        let inner = v
+            .as_map()
+            .ok_or_else(|| Self::err(key, v, "expected a block { … }"))?;
+        let name = if map.name.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", map.name)
+        };
+        Ok(Some(Block::new(inner, name, map.warnings)))
     }
 }
 
@@ -525,32 +563,14 @@ impl Config {
 
     /// Builds a config from a parsed conf tree.
     pub fn from_map(root: &Map) -> Result<(Config, Vec<String>), ConfigError> {
+        let warnings = std::cell::RefCell::new(Vec::new());
+        let config = Config::read(&Block::new(root, String::new(), &warnings))?;
+        Ok((config, warnings.into_inner()))
+    }
+
+    /// Every key of the tree, block by block; unread keys are reported as the blocks drop.
+    fn read(root: &Block<'_>) -> Result<Config, ConfigError> {
         let mut c = Config::default();
-        let mut warnings = Vec::new();
-        let mut r = Reader {
-            warnings: &mut warnings,
-        };
-        r.check_known(
-            root,
-            "",
-            &[
-                "operatorjwtpath",
-                "systemaccountjwtpath",
-                "signrequestsubject",
-                "signrequesttimeout",
-                "primary",
-                "replicationtimeout",
-                "maxreplicationpack",
-                "maxactivationsperaccount",
-                "replicavalidity",
-                "logging",
-                "http",
-                "nats",
-                "store",
-                "cache",
-                "metrics",
-            ],
-        );
         c.operator_jwt_path = Reader::path(root, "operatorjwtpath")?;
         c.system_account_jwt_path = Reader::path(root, "systemaccountjwtpath")?;
         c.sign_request_subject =
@@ -576,12 +596,7 @@ impl Config {
             c.max_activations_per_account = usize::try_from(n).unwrap_or(0);
         }
 
-        if let Some(m) = Reader::block(root, "logging")? {
-            r.check_known(
-                m,
-                "logging",
-                &["time", "debug", "trace", "colors", "pid", "json"],
-            );
+        if let Some(ref m) = Reader::block(root, "logging")? {
             let l = &mut c.logging;
             set(&mut l.time, Reader::boolean(m, "time")?);
             set(&mut l.debug, Reader::boolean(m, "debug")?);
@@ -590,24 +605,7 @@ impl Config {
             set(&mut l.pid, Reader::boolean(m, "pid")?);
             set(&mut l.json, Reader::boolean(m, "json")?);
         }
-        if let Some(m) = Reader::block(root, "http")? {
-            r.check_known(
-                m,
-                "http",
-                &[
-                    "host",
-                    "port",
-                    "readtimeout",
-                    "writetimeout",
-                    "idletimeout",
-                    "maxconnections",
-                    "maxkeepaliverequests",
-                    "shutdowntimeout",
-                    "tls",
-                    "bodylimit",
-                    "workers",
-                ],
-            );
+        if let Some(ref m) = Reader::block(root, "http")? {
             let h = &mut c.http;
             set(&mut h.host, Reader::string(m, "host")?);
             if let Some(port) = Reader::int(m, "port")? {
@@ -640,10 +638,9 @@ impl Config {
             if let Some(w) = Reader::int(m, "workers")? {
                 h.workers = usize::try_from(w).unwrap_or(0);
             }
-            if let Some(tls) = Reader::block(m, "tls")? {
-                r.check_known(tls, "http.tls", &["cert", "key", "root"]);
+            if let Some(ref tls) = Reader::block(m, "tls")? {
                 if let Some(root) = tls.get("root") {
-                    r.warnings.push(format!(
+                    tls.warn(format!(
                         "{}: http.tls.root is ignored: this server does not ask clients for certificates",
                         root.pos
                     ));
@@ -652,23 +649,7 @@ impl Config {
                 h.tls_key = Reader::path(tls, "key")?;
             }
         }
-        if let Some(m) = Reader::block(root, "nats")? {
-            r.check_known(
-                m,
-                "nats",
-                &[
-                    "servers",
-                    "connecttimeout",
-                    "reconnectwait",
-                    "maxreconnects",
-                    "tls",
-                    "usercredentials",
-                    "allowdelete",
-                    "lookupmissreply",
-                    "packinterval",
-                    "name",
-                ],
-            );
+        if let Some(ref m) = Reader::block(root, "nats")? {
             let n = &mut c.nats;
             set(&mut n.servers, Reader::strings(m, "servers")?);
             set(&mut n.connect_timeout, Reader::millis(m, "connecttimeout")?);
@@ -684,38 +665,13 @@ impl Config {
                 n.pack_interval = (!d.is_zero()).then_some(d);
             }
             set(&mut n.name, Reader::string(m, "name")?);
-            if let Some(tls) = Reader::block(m, "tls")? {
-                r.check_known(tls, "nats.tls", &["root", "cert", "key"]);
+            if let Some(ref tls) = Reader::block(m, "tls")? {
                 n.tls_root = Reader::path(tls, "root")?;
                 n.tls_cert = Reader::path(tls, "cert")?;
                 n.tls_key = Reader::path(tls, "key")?;
             }
         }
-        if let Some(m) = Reader::block(root, "store")? {
-            r.check_known(
-                m,
-                "store",
-                &[
-                    "type",
-                    "dir",
-                    "shard",
-                    "cleanupinterval",
-                    "nsc",
-                    "readonly",
-                    "deleteexpired",
-                    "url",
-                    "tls",
-                    "prefix",
-                    "timeout",
-                    "bucket",
-                    "region",
-                    "endpoint",
-                    "pathstyle",
-                    "allowhttp",
-                    "accesskeyid",
-                    "secretaccesskey",
-                ],
-            );
+        if let Some(ref m) = Reader::block(root, "store")? {
             let s = &mut c.store;
             if let Some(dir) = Reader::string(m, "dir")? {
                 if dir.is_empty() {
@@ -735,8 +691,7 @@ impl Config {
             }
             s.nsc = Reader::path(m, "nsc")?;
             s.url = Reader::string(m, "url")?.filter(|u| !u.is_empty());
-            if let Some(tls) = Reader::block(m, "tls")? {
-                r.check_known(tls, "store.tls", &["ca", "cert", "key"]);
+            if let Some(ref tls) = Reader::block(m, "tls")? {
                 s.tls_ca = Reader::path(tls, "ca")?;
                 s.tls_cert = Reader::path(tls, "cert")?;
                 s.tls_key = Reader::path(tls, "key")?;
@@ -773,12 +728,7 @@ impl Config {
                 };
             }
         }
-        if let Some(m) = Reader::block(root, "cache")? {
-            r.check_known(
-                m,
-                "cache",
-                &["maxentries", "ttl", "negativettl", "maxstale"],
-            );
+        if let Some(ref m) = Reader::block(root, "cache")? {
             if let Some(n) = Reader::int(m, "maxentries")? {
                 c.cache.max_entries = u64::try_from(n).unwrap_or(0).max(1);
             }
@@ -786,8 +736,7 @@ impl Config {
             set(&mut c.cache.negative_ttl, Reader::millis(m, "negativettl")?);
             set(&mut c.cache.max_stale, Reader::millis(m, "maxstale")?);
         }
-        if let Some(m) = Reader::block(root, "metrics")? {
-            r.check_known(m, "metrics", &["listen", "onmainlistener"]);
+        if let Some(ref m) = Reader::block(root, "metrics")? {
             c.metrics.listen = Reader::string(m, "listen")?.filter(|s| !s.is_empty());
             set(
                 &mut c.metrics.on_main_listener,
@@ -795,7 +744,7 @@ impl Config {
             );
         }
         c.validate()?;
-        Ok((c, warnings))
+        Ok(c)
     }
 
     /// Checks combinations that cannot work.
