@@ -409,7 +409,7 @@ impl Drop for Block<'_> {
     fn drop(&mut self) {
         let read = self.read.borrow();
         for (key, _) in self.map.iter() {
-            if read.iter().any(|k| *k == key.value) {
+            if read.contains(&key.value) {
                 continue;
             }
             let name = if self.name.is_empty() {
