@@ -570,11 +570,13 @@ impl Config {
 
     /// Every key of the tree, block by block; unread keys are reported as the blocks drop.
     fn read(root: &Block<'_>) -> Result<Config, ConfigError> {
-        let mut c = Config::default();
-        c.operator_jwt_path = Reader::path(root, "operatorjwtpath")?;
-        c.system_account_jwt_path = Reader::path(root, "systemaccountjwtpath")?;
-        c.sign_request_subject =
-            Reader::string(root, "signrequestsubject")?.filter(|s| !s.is_empty());
+        let mut c = Config {
+            operator_jwt_path: Reader::path(root, "operatorjwtpath")?,
+            system_account_jwt_path: Reader::path(root, "systemaccountjwtpath")?,
+            sign_request_subject: Reader::string(root, "signrequestsubject")?
+                .filter(|s| !s.is_empty()),
+            ..Config::default()
+        };
         set(
             &mut c.sign_request_timeout,
             Reader::millis(root, "signrequesttimeout")?,
