@@ -19,6 +19,16 @@ const SMALL: usize = 20_000;
 /// idles at ~35 MB; an unbounded queue could hold the whole 900 MB flood.
 const PEAK_RSS_LIMIT_KIB: u64 = 160 * 1024;
 
+/// The server process, killed when the test ends, panics included.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -57,13 +67,14 @@ async fn a_flood_of_large_and_garbage_messages_leaves_memory_bounded_and_lookups
         tmp.path().join("sys.creds").display(),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(tmp.path().join("nas.log")).unwrap())
         .spawn()
         .unwrap();
+    let child = Child(child);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -88,7 +99,7 @@ async fn a_flood_of_large_and_garbage_messages_leaves_memory_bounded_and_lookups
             .status(),
         200
     );
-    let before = peak_rss_kib(child.id());
+    let before = peak_rss_kib(child.0.id());
 
     let flooder = async_nats::ConnectOptions::with_credentials_file(tmp.path().join("sys.creds"))
         .await
@@ -165,12 +176,11 @@ async fn a_flood_of_large_and_garbage_messages_leaves_memory_bounded_and_lookups
         refusals < 100,
         "{refusals} refusal lines logged for the flood"
     );
-    let peak = peak_rss_kib(child.id());
+    let peak = peak_rss_kib(child.0.id());
     // The store is untouched by the flood.
     let stored = client.get(&url).send().await.unwrap().text().await.unwrap();
     assert_eq!(stored, acc_jwt);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     eprintln!("peak RSS before the flood {before} KiB, after {peak} KiB");
     assert!(
         peak < PEAK_RSS_LIMIT_KIB,
