@@ -14,20 +14,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet --bin nats-account-server
-  BIN=target/release/nats-account-server
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-FIX=tests/fixtures/jwt
-sub_of() { python3 -c "import json;print([e for e in json.load(open('$FIX/manifest.json'))['entries'] if e['id']=='$1'][0]['sub'])"; }
+. benches/lib.sh
 KEY=$(sub_of account_a)
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 PORT=$(free_port)
 cat > "$work/nas.conf" <<CONF
 operatorjwtpath: "$PWD/$FIX/operator_signing_keys.jwt"

@@ -20,22 +20,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet --bin nats-account-server
-  BIN=target/release/nats-account-server
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-FIX=tests/fixtures/jwt
-KEY=$(python3 -c "import json;print([e for e in json.load(open('$FIX/manifest.json'))['entries'] if e['id']=='account_a'][0]['sub'])")
+. benches/lib.sh
+KEY=$(sub_of account_a)
 mkdir -p "$work/store" "$work/www/jwt/v1/accounts"
 cp "$FIX/account_a.jwt" "$work/www/jwt/v1/accounts/$KEY"
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 P_OURS=$(free_port); P_NGINX=$(free_port)
 
 cat > "$work/nas.conf" <<CONF

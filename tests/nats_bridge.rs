@@ -136,6 +136,19 @@ fn assert_nsc_parses(reply: &Value) {
     );
 }
 
+/// A nats-server in operator mode whose URL resolver is `server`, on `port`.
+fn url_resolver(bin: &NatsBinary, port: u16, op: &Operator, server: &Server) -> NatsServer {
+    NatsServer::builder(bin)
+        .port(port)
+        .config(format!(
+            "operator: {}\nsystem_account: {}\nresolver: URL({}/jwt/v1/accounts/)\n",
+            op.jwt,
+            op.system.public_key(),
+            server.url()
+        ))
+        .start()
+}
+
 async fn wait_connected(server: &Server) {
     eventually("account server connected to NATS", || async {
         server.metrics.nats_connected.get() == 1
@@ -172,15 +185,7 @@ async fn url_resolver_applies_our_notifications_and_outages_lose_nothing() {
             post(&server, app.public_key().as_str(), &app_jwt).await,
             200
         );
-        let mut nats = NatsServer::builder(&bin)
-            .port(nats_port)
-            .config(format!(
-                "operator: {}\nsystem_account: {}\nresolver: URL({}/jwt/v1/accounts/)\n",
-                op.jwt,
-                op.system.public_key(),
-                server.url()
-            ))
-            .start();
+        let mut nats = url_resolver(&bin, nats_port, &op, &server);
         wait_connected(&server).await;
         let nc = connect(&nats, &tmp.path().join("alice.creds"))
             .await
@@ -1121,15 +1126,7 @@ async fn notify_on_demand_is_one_message_per_account_per_second() {
     for (key, jwt) in [(&op.system, &op.system_jwt), (&a, &a_jwt), (&b, &b_jwt)] {
         assert_eq!(post(&server, key.public_key().as_str(), jwt).await, 200);
     }
-    let nats = NatsServer::builder(&bin)
-        .port(nats_port)
-        .config(format!(
-            "operator: {}\nsystem_account: {}\nresolver: URL({}/jwt/v1/accounts/)\n",
-            op.jwt,
-            op.system.public_key(),
-            server.url()
-        ))
-        .start();
+    let nats = url_resolver(&bin, nats_port, &op, &server);
     wait_connected(&server).await;
     let watcher = connect(&nats, &tmp.path().join("sys.creds")).await.unwrap();
     let mut updates = watcher

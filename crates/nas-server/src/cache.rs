@@ -299,6 +299,11 @@ impl VerifiedCache {
         if let Some(hit) = self.get_cached(key).await {
             return Ok(hit);
         }
+        self.load_miss(key).await
+    }
+
+    /// The miss path of [`VerifiedCache::get`], for a caller that already looked in the cache.
+    pub async fn load_miss(&self, key: &str) -> Result<Lookup, Arc<StoreError>> {
         self.metrics.cache_misses.inc();
         self.load_once(key).await
     }

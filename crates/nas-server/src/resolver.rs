@@ -99,7 +99,7 @@ impl Resolver {
         let looked_up = match self.cache.get_cached(key).await {
             Some(hit) => Ok(hit),
             None if !is_valid_public_key(key, KeyRole::Account) => return Resolved::Missing,
-            None => self.cache.get(key).await,
+            None => self.cache.load_miss(key).await,
         };
         match looked_up {
             Ok(Lookup::Found(served)) => Resolved::Found(served),
