@@ -9,6 +9,8 @@ bash scripts/install-test-deps.sh
 if [ "${NAS_SKIP_LINT:-}" != 1 ]; then
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets -- -D warnings
+  # The shared backends are optional features: the binary must build without them.
+  cargo clippy -p nats-account-server --no-default-features -- -D warnings
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 fi
 exec cargo test --workspace "$@"

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nas_server::config::{Config, StoreKind};
+use nas_server::config::{Config, DirStore, ExpiryConfig, NscStore, StoreConfig};
 use nas_server::server::Server;
 
 mod init;
@@ -119,18 +119,25 @@ fn expand_home(path: PathBuf) -> PathBuf {
 fn apply_flags(cli: &Cli, config: &mut Config) -> Result<(), String> {
     if let Some(dir) = &cli.dir {
         // As in the Go server, -dir replaces the whole store block.
-        let defaults = Config::default().store;
-        config.store = nas_server::config::StoreConfig {
-            dir: expand_home(dir.clone()),
-            ..defaults
-        };
+        config.store = StoreConfig::Dir(DirStore::new(expand_home(dir.clone())));
+        config.expiry = ExpiryConfig::default();
     }
     if let Some(nsc) = &cli.nsc {
-        config.store.kind = StoreKind::Nsc;
-        config.store.nsc = Some(expand_home(nsc.clone()));
+        config.store = StoreConfig::Nsc(NscStore {
+            folder: expand_home(nsc.clone()),
+        });
     }
     if cli.read_only {
-        config.store.read_only = true;
+        match &mut config.store {
+            StoreConfig::Dir(d) => d.read_only = true,
+            StoreConfig::Nsc(_) => {}
+            other => {
+                return Err(format!(
+                    "-readonly applies to a directory store, not to a {} store",
+                    other.type_name()
+                ))
+            }
+        }
     }
     if let Some(op) = &cli.operator {
         config.operator_jwt_path = Some(op.clone());

@@ -199,6 +199,7 @@ fn dump_lines(conf: &std::path::Path) -> String {
 
 /// No secret reaches a log line, `-dump` included: a Redis password, a NATS password and an S3
 /// secret key, each in a config the server starts with (or fails to start with, loudly).
+#[cfg(all(feature = "redis", feature = "s3"))]
 #[test]
 fn no_secret_in_any_log_line_with_dump() {
     let redis = nas_testkit::RedisServer::start_with_args(&["--requirepass", "redis-s3cret-pw"]);

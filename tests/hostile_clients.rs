@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nas_server::config::{Config, StoreKind};
+use nas_server::config::{Config, DirStore, StoreConfig};
 use nas_server::server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,8 +26,7 @@ async fn start_with(
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store.kind = StoreKind::Dir;
-    config.store.dir = dir.join("jwt");
+    config.store = StoreConfig::Dir(DirStore::new(dir.join("jwt")));
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
     tweak(&mut config);
     Server::start(&config).await.unwrap()

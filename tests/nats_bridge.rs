@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use nas_jwt::{encode, GenericClaims, KeyRole, SigningKey};
-use nas_server::config::{Config, StoreKind};
+use nas_server::config::{Config, DirStore, StoreConfig};
 use nas_server::server::Server;
 use nas_testkit::{free_port, require_nats_servers, NatsBinary, NatsServer};
 use serde_json::Value;
 
 mod common;
-use common::{cache_or_full_config, now, reissue, system_user_creds, user_creds, Operator};
+use common::{
+    cache_or_full_config, delete_request, now, reissue, system_user_creds, user_creds, Operator,
+};
 
 async fn start_ours(
     dir: &Path,
@@ -27,8 +29,7 @@ async fn start_ours(
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store.kind = StoreKind::Dir;
-    config.store.dir = dir.join("jwt");
+    config.store = StoreConfig::Dir(DirStore::new(dir.join("jwt")));
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
     config.nats.servers = vec![format!("nats://127.0.0.1:{nats_port}")];
     config.nats.user_credentials = Some(dir.join("sys.creds"));
@@ -547,7 +548,13 @@ async fn read_only_store_announces_jwts_written_by_other_programs() {
     let op = Operator::new("read-only");
     std::fs::create_dir_all(tmp.path().join("jwt")).unwrap();
     let nats_port = free_port();
-    let server = start_ours(tmp.path(), &op, nats_port, |c| c.store.read_only = true).await;
+    let server = start_ours(tmp.path(), &op, nats_port, |c| {
+        c.store = StoreConfig::Dir(DirStore {
+            read_only: true,
+            ..DirStore::new(tmp.path().join("jwt"))
+        })
+    })
+    .await;
     let nats = NatsServer::builder(&bin)
         .port(nats_port)
         .config(cache_or_full_config(&op, "cache", ""))
@@ -819,15 +826,6 @@ async fn replica_follows_primary_notifications_and_is_no_nats_write_target() {
     primary.stop().await;
 }
 
-/// An operator-signed delete request (nsc's generic claim) for `accounts`, issued at `iat`,
-/// expiring at `exp` (0 = never).
-fn delete_request(accounts: Vec<String>, signer: &SigningKey, iat: i64, exp: i64) -> Vec<u8> {
-    let mut claims = GenericClaims::new(signer.public_key().as_str(), "");
-    claims.nats.insert("accounts".into(), accounts.into());
-    claims.exp = exp;
-    encode(&mut claims, signer, iat).unwrap().into_bytes()
-}
-
 #[tokio::test]
 async fn deletes_stick_and_captured_or_expired_requests_are_refused() {
     let bin = require_nats_servers().pop().unwrap();
@@ -994,6 +992,7 @@ async fn racing_posts_are_announced_in_store_order_and_end_with_the_newest() {
     server.stop().await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn instances_sharing_redis_announce_each_change_once() {
     let bin = require_nats_servers().pop().unwrap();
@@ -1004,9 +1003,10 @@ async fn instances_sharing_redis_announce_each_change_once() {
     let (b, b_jwt) = op.account("B");
     let nats_port = free_port();
     let on_redis = |c: &mut Config| {
-        c.store.kind = StoreKind::Redis;
-        c.store.url = Some(redis.url());
-        c.store.prefix = "fanout:".into();
+        c.store = StoreConfig::Redis(nas_server::config::RedisStore {
+            prefix: "fanout:".into(),
+            ..nas_server::config::RedisStore::new(redis.url())
+        });
     };
     let one = start_ours(tmp.path(), &op, nats_port, on_redis).await;
     let two = start_ours(tmp.path(), &op, nats_port, on_redis).await;

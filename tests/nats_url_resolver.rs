@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use nas_server::config::{Config, StoreKind};
+use nas_server::config::{Config, DirStore, StoreConfig};
 use nas_server::server::Server;
 use nas_testkit::{require_nats_servers, NatsServer};
 
@@ -44,8 +44,7 @@ async fn nats_server_resolves_accounts_from_our_http_api() {
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store.kind = StoreKind::Dir;
-    config.store.dir = dir.path().join("jwt");
+    config.store = StoreConfig::Dir(DirStore::new(dir.path().join("jwt")));
     config.operator_jwt_path = Some(dir.path().join("operator.jwt"));
     let server = Server::start(&config).await.unwrap();
     let base = server.url();

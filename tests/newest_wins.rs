@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nas_server::config::{Config, StoreKind};
+use nas_server::config::{Config, StoreConfig};
 use nas_server::server::Server;
 use nas_store::fault::{FaultBackend, Op, Point};
 use nas_store::{Backend, StoreError};
+#[cfg(feature = "redis")]
 use nas_testkit::RedisServer;
 
 mod common;
@@ -24,7 +25,7 @@ async fn start(
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store.kind = StoreKind::Memory;
+    config.store = StoreConfig::Memory;
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
     tweak(&mut config);
     let mut faults = None;
@@ -38,11 +39,13 @@ async fn start(
     (server, faults.unwrap())
 }
 
+#[cfg(feature = "redis")]
 fn redis_config(url: String) -> impl FnOnce(&mut Config) {
     move |c: &mut Config| {
-        c.store.kind = StoreKind::Redis;
-        c.store.url = Some(url);
-        c.store.prefix = "newest:".into();
+        c.store = StoreConfig::Redis(nas_server::config::RedisStore {
+            prefix: "newest:".into(),
+            ..nas_server::config::RedisStore::new(url)
+        });
     }
 }
 
@@ -175,6 +178,7 @@ async fn concurrent_posts_end_with_the_newest_served() {
     server.stop().await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn stale_if_error_never_serves_a_version_replaced_on_another_instance() {
     let redis = RedisServer::start();
@@ -253,6 +257,7 @@ async fn stale_if_error_serves_the_current_version_during_an_outage() {
     server.stop().await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_change_missed_during_a_pubsub_reconnect_is_picked_up_by_the_resync() {
     let redis = RedisServer::start();

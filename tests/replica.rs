@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use nas_server::config::{Config, StoreKind};
+use nas_server::config::{Config, DirStore, StoreConfig};
 use nas_server::server::Server;
 
 mod common;
@@ -16,8 +16,7 @@ async fn start(dir: &Path, operator: &Operator, primary: Option<String>) -> Serv
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store.kind = StoreKind::Dir;
-    config.store.dir = dir.join("jwt");
+    config.store = StoreConfig::Dir(DirStore::new(dir.join("jwt")));
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
     config.primary = primary;
     // Re-ask the primary on every request after the first, so the test sees updates at once.

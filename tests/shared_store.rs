@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use nas_server::config::{Config, StoreKind};
+use nas_server::config::{Config, RedisStore, S3Store, StoreConfig};
 use nas_server::server::Server;
 use nas_testkit::RedisServer;
 
@@ -16,9 +16,10 @@ async fn instance(dir: &std::path::Path, op: &Operator, redis_url: &str) -> Serv
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store.kind = StoreKind::Redis;
-    config.store.url = Some(redis_url.to_owned());
-    config.store.prefix = "shared:".into();
+    config.store = StoreConfig::Redis(RedisStore {
+        prefix: "shared:".into(),
+        ..RedisStore::new(redis_url)
+    });
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
     Server::start(&config).await.unwrap()
 }
@@ -152,15 +153,16 @@ async fn s3_instance(dir: &std::path::Path, op: &Operator, endpoint: &str) -> Se
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store.kind = StoreKind::S3;
-    config.store.bucket = Some("nas-shared".into());
-    config.store.prefix = "nas/".into();
-    config.store.endpoint = Some(endpoint.to_owned());
-    config.store.region = Some(nas_testkit::S3_REGION.into());
-    config.store.access_key_id = Some(nas_testkit::S3_ACCESS_KEY_ID.into());
-    config.store.secret_access_key = Some(nas_testkit::S3_SECRET_ACCESS_KEY.into());
-    config.store.path_style = true;
-    config.store.allow_http = true;
+    config.store = StoreConfig::S3(S3Store {
+        prefix: "nas/".into(),
+        endpoint: Some(endpoint.to_owned()),
+        region: Some(nas_testkit::S3_REGION.into()),
+        access_key_id: Some(nas_testkit::S3_ACCESS_KEY_ID.into()),
+        secret_access_key: Some(nas_testkit::S3_SECRET_ACCESS_KEY.into()),
+        path_style: true,
+        allow_http: true,
+        ..S3Store::new("nas-shared")
+    });
     // No change channel on S3 alone: the cache TTL is the staleness bound.
     config.cache.ttl = Some(Duration::from_secs(1));
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
@@ -252,13 +254,15 @@ async fn rediss_works_with_the_configured_ca_and_refuses_an_unknown_one() {
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store.kind = StoreKind::Redis;
-    config.store.url = Some(format!("rediss://127.0.0.1:{tls_port}/"));
-    config.store.prefix = "tls:".into();
+    let rediss = RedisStore {
+        prefix: "tls:".into(),
+        ..RedisStore::new(format!("rediss://127.0.0.1:{tls_port}/"))
+    };
+    config.store = StoreConfig::Redis(rediss.clone());
     config.operator_jwt_path = Some(tmp.path().join("operator.jwt"));
 
-    let mut untrusting = config.clone();
-    untrusting.store.tls_ca = None;
+    // No CA configured: the system's roots, which do not know the test CA.
+    let untrusting = config.clone();
     match Server::start(&untrusting).await {
         Err(e) => assert!(e.to_string().to_lowercase().contains("certificate"), "{e}"),
         Ok(server) => {
@@ -268,7 +272,9 @@ async fn rediss_works_with_the_configured_ca_and_refuses_an_unknown_one() {
         }
     }
 
-    config.store.tls_ca = Some(ca);
+    let mut trusting = rediss;
+    trusting.tls.ca = Some(ca);
+    config.store = StoreConfig::Redis(trusting);
     let server = Server::start(&config).await.unwrap();
     let (acc, jwt) = op.account("A");
     let key = acc.public_key().as_str().to_owned();

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nas_server::config::{Config, StoreKind};
+use nas_server::config::{Config, StoreConfig};
 use nas_server::server::Server;
 
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
@@ -28,7 +28,7 @@ async fn https_and_a_separate_metrics_listener() {
     config.http.port = 0;
     config.http.tls_cert = Some(cert);
     config.http.tls_key = Some(key);
-    config.store.kind = StoreKind::Memory;
+    config.store = StoreConfig::Memory;
     config.metrics.listen = Some("127.0.0.1:0".into());
     let server = Server::start(&config).await.unwrap();
     assert!(server.url().starts_with("https://"));

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use nas_jwt::creds::format_creds;
-use nas_jwt::{encode, AccountClaims, KeyRole, OperatorClaims, SigningKey, UserClaims};
+use nas_jwt::{
+    encode, AccountClaims, GenericClaims, KeyRole, OperatorClaims, SigningKey, UserClaims,
+};
 
 /// An operator with a signing key and a system account, as `nsc` would set them up.
 pub struct Operator {
@@ -84,4 +86,13 @@ pub fn cache_or_full_config(op: &Operator, kind: &str, extra: &str) -> String {
         op.system.public_key(),
         op.system_jwt
     )
+}
+
+/// An operator-signed delete request (nsc's generic claim) for `accounts`, issued at `iat`,
+/// expiring at `exp` (0 = never).
+pub fn delete_request(accounts: Vec<String>, signer: &SigningKey, iat: i64, exp: i64) -> Vec<u8> {
+    let mut claims = GenericClaims::new(signer.public_key().as_str(), "");
+    claims.nats.insert("accounts".into(), accounts.into());
+    claims.exp = exp;
+    encode(&mut claims, signer, iat).unwrap().into_bytes()
 }

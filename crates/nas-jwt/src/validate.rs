@@ -6,10 +6,10 @@
 
 use crate::claims::AccountClaims;
 use crate::jwt::decode;
-use crate::nkey::{KeyRole, PublicKey};
+use crate::nkey::{is_valid_public_key, KeyRole};
 
 fn is_account_key(key: &str) -> bool {
-    PublicKey::parse_role(key, KeyRole::Account).is_ok()
+    is_valid_public_key(key, KeyRole::Account)
 }
 
 /// Blocking validation errors of an account (time checks excluded), Go's wording where it has one.

@@ -331,7 +331,7 @@ impl VerifiedCache {
                     });
                     let load = async move {
                         task.await.unwrap_or_else(|e| {
-                            let error = StoreError::Io(format!("cache load failed: {e}"));
+                            let error = StoreError::io("cache load failed", e);
                             (0, Err(Arc::new(error)))
                         })
                     }

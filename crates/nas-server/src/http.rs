@@ -15,6 +15,7 @@ use nas_store::{Store, StoreError};
 
 use crate::accept::{AcceptError, Accepter, WritePath};
 use crate::cache::{Served, VerifiedCache};
+use crate::delete::DeleteRefusal;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyOutcome};
 use crate::resolver::Resolved;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub cache: VerifiedCache,
     /// The accept rule (POST path).
     pub accepter: Accepter,
+    /// The delete rule (DELETE path, shared with NATS DELETE).
+    pub deleter: crate::delete::Deleter,
     /// Activation tokens (accept rule, bound, verified cache).
     pub activations: crate::activation::Activations,
     /// The store (pack, activations, health).
@@ -336,6 +339,52 @@ async fn post_account(
     }
 }
 
+/// `DELETE /jwt/v1/accounts/<key>`: the body is an operator-signed delete request (the claim
+/// `nsc push --prune` sends over NATS) that lists `<key>`; only `<key>` is deleted.
+async fn delete_account(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let body = match read_body(&state, payload).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if state.primary_url.is_some() {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this account server is a replica: delete on its primary",
+        );
+    }
+    match state.deleter.delete_one(&body, key.as_str()).await {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(e) => plain(delete_status(&e.refusal), &e.to_string()),
+    }
+}
+
+/// The status of a refused delete: the request's fault (400), not allowed (403), a newer JWT
+/// stored (409), or the store (503/500).
+fn delete_status(refusal: &DeleteRefusal) -> StatusCode {
+    match refusal {
+        DeleteRefusal::Undecodable(_)
+        | DeleteRefusal::Malformed
+        | DeleteRefusal::Expired
+        | DeleteRefusal::NotYetValid
+        | DeleteRefusal::NotListed(_) => StatusCode::BAD_REQUEST,
+        DeleteRefusal::Disabled
+        | DeleteRefusal::NotSelfSigned
+        | DeleteRefusal::NotTrusted
+        | DeleteRefusal::SystemAccount => StatusCode::FORBIDDEN,
+        DeleteRefusal::Partial {
+            unavailable: true, ..
+        } => StatusCode::SERVICE_UNAVAILABLE,
+        DeleteRefusal::Partial {
+            newer_stored: true, ..
+        } => StatusCode::CONFLICT,
+        DeleteRefusal::Partial { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// `GET /jwt/v1/operator`.
 async fn get_operator(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let Some(jwt) = &state.operator_jwt else {
@@ -612,10 +661,11 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let get_head = "GET, HEAD, OPTIONS";
     cfg.service(
-        resource("/jwt/v1/accounts/{key}", "GET, HEAD, OPTIONS, POST")
+        resource("/jwt/v1/accounts/{key}", "GET, HEAD, OPTIONS, POST, DELETE")
             .route(web::get().to(get_account))
             .route(web::head().to(get_account))
-            .route(web::post().to(post_account)),
+            .route(web::post().to(post_account))
+            .route(web::delete().to(delete_account)),
     )
     .service(
         resource("/jwt/v1/accounts", get_head)

@@ -7,8 +7,10 @@
 
 pub mod accept;
 pub mod activation;
+pub mod backend;
 pub mod cache;
 pub mod config;
+pub mod delete;
 mod help;
 pub mod http;
 pub mod instrumented;

@@ -10,8 +10,10 @@ use nas_jwt::OperatorTrust;
 use nas_store::{Backend, Store, StoreError};
 
 use crate::accept::Accepter;
+use crate::backend;
 use crate::cache::{CacheOptions, Served, VerifiedCache};
-use crate::config::{Config, StoreKind};
+use crate::config::Config;
+use crate::delete::Deleter;
 use crate::http::{self, AppState};
 use crate::instrumented::Instrumented;
 use crate::listener;
@@ -35,6 +37,14 @@ pub enum StartError {
     /// NATS options are unusable (a connection failure is not an error: it is retried).
     #[error("NATS: {0}")]
     Nats(String),
+    /// The configured store type was left out of this binary.
+    #[error("this binary was built without the {store} store (cargo feature `{feature}`)")]
+    NotBuilt {
+        /// The store type.
+        store: &'static str,
+        /// The cargo feature that adds it.
+        feature: &'static str,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Listen {
@@ -63,66 +73,10 @@ pub struct Server {
     pub nats: Option<async_nats::Client>,
 }
 
-async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
-    let s = &config.store;
-    Ok(match s.kind {
-        StoreKind::Memory => Arc::new(nas_store::memory::MemoryBackend::new()),
-        StoreKind::Dir => Arc::new(nas_store::dir::DirBackend::open(
-            &s.dir,
-            nas_store::dir::DirOptions {
-                sharded: s.shard,
-                read_only: s.read_only,
-                watch: s.read_only,
-            },
-        )?),
-        StoreKind::Redis => Arc::new(
-            nas_store::redis::RedisBackend::open(nas_store::redis::RedisOptions {
-                url: s.url.clone().unwrap_or_default(),
-                prefix: s.prefix.clone(),
-                timeout: s.timeout,
-                tls: redis_tls(config)?,
-                ..nas_store::redis::RedisOptions::default()
-            })
-            .await?,
-        ),
-        StoreKind::S3 => Arc::new(
-            nas_store::s3::S3Backend::open(nas_store::s3::S3Options {
-                bucket: s.bucket.clone().unwrap_or_default(),
-                prefix: s.prefix.clone(),
-                region: s.region.clone(),
-                endpoint: s.endpoint.clone(),
-                path_style: s.path_style,
-                allow_http: s.allow_http,
-                access_key_id: s.access_key_id.clone(),
-                secret_access_key: s.secret_access_key.clone(),
-                timeout: s.timeout,
-            })
-            .await?,
-        ),
-        StoreKind::Nsc => {
-            let dir = nsc_folder(config);
-            Arc::new(nas_store::nsc::NscBackend::open(dir)?)
-        }
-    })
-}
-
 fn read_file(what: &str, path: &std::path::Path) -> Result<Bytes, StartError> {
     std::fs::read(path)
         .map(Bytes::from)
         .map_err(|e| StartError::Jwt(format!("cannot read {what} {}: {e}", path.display())))
-}
-
-fn read_only_hint(config: &Config) -> String {
-    match config.store.kind {
-        StoreKind::Nsc => format!(
-            "it serves the nsc folder {} read-only: change accounts with nsc",
-            nsc_folder(config).display()
-        ),
-        _ => format!(
-            "it serves {} read-only: write the JWT into that directory, or push to a writable account server",
-            config.store.dir.display()
-        ),
-    }
 }
 
 fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartError> {
@@ -236,6 +190,7 @@ struct Core {
     store: Store,
     cache: VerifiedCache,
     accepter: Accepter,
+    deleter: Deleter,
     metrics: Arc<Metrics>,
     system_account: Option<Arc<Served>>,
 }
@@ -260,17 +215,25 @@ impl Core {
                 max_stale: config.cache.max_stale,
             },
         );
+        let deleter = Deleter::new(
+            store.clone(),
+            cache.clone(),
+            trust.clone(),
+            system_account.clone(),
+            config.nats.allow_delete,
+        );
         let accepter = Accepter::new(
             store.clone(),
             trust,
             cache.clone(),
             metrics.clone(),
-            read_only_hint(config),
+            backend::read_only_hint(&config.store),
         );
         Core {
             store,
             cache,
             accepter,
+            deleter,
             metrics,
             system_account,
         }
@@ -319,11 +282,11 @@ async fn open_store(
     metrics: &Arc<Metrics>,
     nats: &NatsParts,
 ) -> Result<Store, StartError> {
-    let backend = wrap(open_backend(config).await?);
+    let backend = wrap(backend::open_backend(&config.store).await?);
     tracing::info!(
         "creating a {} store ({})",
         backend.kind(),
-        describe_store(config)
+        config.store.describe()
     );
     let store = Store::new(Arc::new(Instrumented::new(backend, metrics.clone())));
     if let Some(n) = &nats.notifier {
@@ -336,17 +299,12 @@ async fn open_store(
     Ok(store)
 }
 
-/// The nsc folder an `nsc` store serves.
-fn nsc_folder(config: &Config) -> &std::path::Path {
-    config.store.nsc.as_deref().unwrap_or(&config.store.dir)
-}
-
 /// `operatorjwtpath`, or for an nsc store the operator JWT inside its operator folder.
 fn operator_path(config: &Config) -> Option<std::path::PathBuf> {
-    if config.operator_jwt_path.is_some() || config.store.kind != StoreKind::Nsc {
-        return config.operator_jwt_path.clone();
-    }
-    nas_store::nsc::operator_jwt_path(nsc_folder(config)).ok()
+    config
+        .operator_jwt_path
+        .clone()
+        .or_else(|| backend::nsc_operator_jwt(&config.store))
 }
 
 /// The operator JWT (served verbatim) and the trust it defines, when one is configured.
@@ -439,19 +397,21 @@ async fn start_nats_bridge(
     spawn_external_announcer(&core.store, &core.cache, notifier);
     // LOOKUP is answered from this instance alone: asking other servers would loop.
     let local = Resolver::new(core.cache.clone(), core.system_account.clone(), None);
+    let rules = crate::nats::ResponderRules {
+        accepter: core.accepter.clone(),
+        cache: core.cache.clone(),
+        resolver: local,
+        store: core.store.clone(),
+        deleter: core.deleter.clone(),
+    };
     crate::nats::Responder::spawn(
         client.clone(),
-        core.accepter.clone(),
-        core.cache.clone(),
-        local,
-        core.store.clone(),
+        rules,
         core.metrics.clone(),
         crate::nats::ResponderOptions {
             lookup_miss_reply: config.nats.lookup_miss_reply,
-            allow_delete: config.nats.allow_delete,
             pack_interval: config.nats.pack_interval,
             server_name: config.nats.name.clone(),
-            system_account: core.system_account.clone(),
             replica: config.primary.is_some(),
         },
     )
@@ -501,6 +461,7 @@ fn app_state(
         ),
         cache: core.cache.clone(),
         accepter: core.accepter.clone(),
+        deleter: core.deleter.clone(),
         store: core.store.clone(),
         metrics: core.metrics.clone(),
         notifier,
@@ -610,27 +571,6 @@ fn log_resolver_line(config: &Config, tls: bool, addr: SocketAddr) {
 }
 
 /// The PEM files of `store { tls { ca, cert, key } }`, read for `rediss://`.
-fn redis_tls(config: &Config) -> Result<nas_store::redis::RedisTls, StartError> {
-    let s = &config.store;
-    let read = |what: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| StartError::Tls(format!("store {what} {}: {e}", path.display())))
-    };
-    let client_cert_key = match (&s.tls_cert, &s.tls_key) {
-        (Some(cert), Some(key)) => Some((read("certificate", cert)?, read("key", key)?)),
-        (None, None) => None,
-        _ => {
-            return Err(StartError::Tls(
-                "store.tls needs both cert and key for a client certificate".into(),
-            ))
-        }
-    };
-    Ok(nas_store::redis::RedisTls {
-        root_cert: s.tls_ca.as_deref().map(|p| read("CA", p)).transpose()?,
-        client_cert_key,
-    })
-}
-
 /// The API listener's connection bounds from `http { … }`.
 fn listener_limits(config: &Config) -> crate::listener::Limits {
     let http = &config.http;
@@ -642,41 +582,6 @@ fn listener_limits(config: &Config) -> crate::listener::Limits {
         max_connections: http.max_connections,
         shutdown_timeout: http.shutdown_timeout,
         workers: http.workers,
-    }
-}
-
-fn describe_store(config: &Config) -> String {
-    match config.store.kind {
-        StoreKind::Memory => "in memory".to_owned(),
-        StoreKind::S3 => format!(
-            "s3 bucket {} prefix {:?}",
-            config.store.bucket.as_deref().unwrap_or_default(),
-            config.store.prefix
-        ),
-        StoreKind::Redis => format!(
-            "redis {} prefix {:?}",
-            nas_store::redact_url(config.store.url.as_deref().unwrap_or_default()),
-            config.store.prefix
-        ),
-        StoreKind::Dir => format!(
-            "{}{}{}",
-            config.store.dir.display(),
-            if config.store.shard { ", sharded" } else { "" },
-            if config.store.read_only {
-                ", read-only"
-            } else {
-                ""
-            }
-        ),
-        StoreKind::Nsc => format!(
-            "nsc folder {}, read-only",
-            config
-                .store
-                .nsc
-                .as_deref()
-                .unwrap_or(&config.store.dir)
-                .display()
-        ),
     }
 }
 

@@ -36,7 +36,7 @@ use notify::Watcher;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use crate::{Backend, Namespace, Precondition, StoreError, Version, EXTERNAL_RESYNC};
+use crate::{Backend, Cause, Namespace, Precondition, StoreError, Version, EXTERNAL_RESYNC};
 
 const LOCKS: usize = 256;
 /// Subdirectory holding activations.
@@ -115,7 +115,7 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Io(format!("{}: {e}", path.display()))),
+        Err(e) => Err(StoreError::io(path.display(), e)),
     }
 }
 
@@ -134,7 +134,7 @@ fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| StoreError::io(format!("cannot create {}", dir.display()), e))?;
     if let Some(parent) = dir.parent() {
         fsync_dir(parent)?;
     }
@@ -151,7 +151,7 @@ fn is_temp_name(name: &str) -> bool {
 fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = target
         .parent()
-        .ok_or_else(|| StoreError::Io("no parent directory".into()))?;
+        .ok_or_else(|| StoreError::Io(Cause::new("no parent directory")))?;
     ensure_dir(dir)?;
     let name = target
         .file_name()
@@ -178,7 +178,7 @@ fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
-    result.map_err(|e| StoreError::Io(format!("writing {}: {e}", target.display())))
+    result.map_err(|e| StoreError::io(format!("writing {}", target.display()), e))
 }
 
 /// Removes `path` if present (and makes the removal durable); whether it was there.
@@ -195,7 +195,7 @@ fn retire_durably(path: &Path) -> Result<bool, StoreError> {
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(StoreError::Io(format!("retiring {}: {e}", path.display()))),
+        Err(e) => Err(StoreError::io(format!("retiring {}", path.display()), e)),
     }
 }
 
@@ -208,7 +208,7 @@ fn remove_durably(path: &Path) -> Result<bool, StoreError> {
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(StoreError::Io(format!("removing {}: {e}", path.display()))),
+        Err(e) => Err(StoreError::io(format!("removing {}", path.display()), e)),
     }
 }
 
@@ -284,10 +284,10 @@ impl DirBackend {
     pub fn open(root: &Path, options: DirOptions) -> Result<DirBackend, StoreError> {
         if options.read_only {
             if !root.is_dir() {
-                return Err(StoreError::Io(format!(
+                return Err(StoreError::Config(Cause::new(format!(
                     "read-only store directory {} does not exist",
                     root.display()
-                )));
+                ))));
             }
         } else {
             ensure_dir(root)?;
@@ -442,9 +442,9 @@ fn watch(root: &Path, changes: broadcast::Sender<String>) -> Result<WatcherSlot,
                 handler(root.to_owned(), changes, Arc::downgrade(&slot)),
                 notify::Config::default().with_poll_interval(POLL_INTERVAL),
             )
-            .map_err(|e| StoreError::Io(format!("cannot watch {}: {e}", root.display())))?;
+            .map_err(|e| StoreError::io(format!("cannot watch {}", root.display()), e))?;
             watch_dirs(&mut w, root)
-                .map_err(|e| StoreError::Io(format!("cannot watch {}: {e}", root.display())))?;
+                .map_err(|e| StoreError::io(format!("cannot watch {}", root.display()), e))?;
             Box::new(w)
         }
     };
@@ -491,7 +491,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::io("store task failed", e))?
 }
 
 #[async_trait::async_trait]
@@ -589,7 +589,7 @@ impl Backend for DirBackend {
                 let entries = match fs::read_dir(&dir) {
                     Ok(entries) => entries,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(StoreError::Io(format!("{}: {e}", dir.display()))),
+                    Err(e) => return Err(StoreError::io(dir.display(), e)),
                 };
                 for e in entries.flatten() {
                     let name = e.file_name();
@@ -622,10 +622,10 @@ impl Backend for DirBackend {
             if fs::metadata(&root)?.is_dir() {
                 Ok(())
             } else {
-                Err(StoreError::Io(format!(
+                Err(StoreError::Io(Cause::new(format!(
                     "{} is not a directory",
                     root.display()
-                )))
+                ))))
             }
         })
         .await

@@ -29,7 +29,9 @@ pub mod fault;
 pub mod memory;
 pub mod nsc;
 pub mod order;
+#[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 /// The two kinds of things stored. Each namespace is a separate key space: the same string can
@@ -108,9 +110,13 @@ pub enum StoreError {
     /// failed this way took effect is unknown.
     #[error("store unavailable: {0}")]
     Unavailable(#[source] Cause),
-    /// A local I/O error.
+    /// A local I/O error (the OS error is the source).
     #[error("store I/O error: {0}")]
-    Io(String),
+    Io(#[source] Cause),
+    /// The backend cannot be used with these settings (a malformed URL, a missing bucket, a
+    /// folder that is not an nsc operator folder); nothing was changed. Not retried.
+    #[error("store configuration: {0}")]
+    Config(#[source] Cause),
     /// A stored (or offered) value cannot be read as what it should be.
     #[error("corrupt entry {key}: {reason}")]
     Corrupt {
@@ -143,6 +149,14 @@ impl Cause {
     pub fn of(context: &str, error: impl std::error::Error + Send + Sync + 'static) -> Cause {
         Cause {
             message: format!("{context}: {error}"),
+            source: Some(Arc::new(error)),
+        }
+    }
+
+    /// `error` as the source and the whole message.
+    pub fn of_bare(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause {
+            message: error.to_string(),
             source: Some(Arc::new(error)),
         }
     }
@@ -190,7 +204,23 @@ impl From<&str> for Cause {
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        StoreError::Io(e.to_string())
+        StoreError::io("", e)
+    }
+}
+
+impl StoreError {
+    /// A local I/O error with what was being done (`context`, may be empty) and the error kept
+    /// as the source.
+    pub fn io(
+        context: impl std::fmt::Display,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        let context = context.to_string();
+        StoreError::Io(if context.is_empty() {
+            Cause::of_bare(e)
+        } else {
+            Cause::of(&context, e)
+        })
     }
 }
 
@@ -591,7 +621,7 @@ async fn detached<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::spawn(f)
         .await
-        .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::io("store task failed", e))?
 }
 
 impl Store {

@@ -19,7 +19,7 @@ use notify::Watcher;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use crate::{Backend, Namespace, Precondition, StoreError, Version, EXTERNAL_RESYNC};
+use crate::{Backend, Cause, Namespace, Precondition, StoreError, Version, EXTERNAL_RESYNC};
 
 /// A new account directory may get its JWT before the watcher watches it: look again after
 /// this delay.
@@ -103,10 +103,10 @@ pub fn operator_jwt_path(path: &Path) -> Result<PathBuf, StoreError> {
 /// (`<nsc home>/stores` or `<nsc home>`).
 fn resolve_operator_dir(path: &Path) -> Result<PathBuf, StoreError> {
     if !path.is_dir() {
-        return Err(StoreError::Io(format!(
+        return Err(StoreError::Config(Cause::new(format!(
             "nsc folder {} does not exist",
             path.display()
-        )));
+        ))));
     }
     if is_operator_dir(path) {
         return Ok(path.to_owned());
@@ -117,7 +117,7 @@ fn resolve_operator_dir(path: &Path) -> Result<PathBuf, StoreError> {
         path.to_owned()
     };
     let mut operators: Vec<PathBuf> = std::fs::read_dir(&stores)
-        .map_err(|e| StoreError::Io(format!("{}: {e}", stores.display())))?
+        .map_err(|e| StoreError::io(stores.display(), e))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_dir() && is_operator_dir(p))
@@ -125,11 +125,11 @@ fn resolve_operator_dir(path: &Path) -> Result<PathBuf, StoreError> {
     operators.sort();
     match operators.len() {
         1 => Ok(operators.remove(0)),
-        0 => Err(StoreError::Io(format!(
+        0 => Err(StoreError::Config(Cause::new(format!(
             "{} is not an nsc operator folder (no .nsc, accounts/ or <name>.jwt) nor an nsc store holding one",
             path.display()
-        ))),
-        _ => Err(StoreError::Io(format!(
+        )))),
+        _ => Err(StoreError::Config(Cause::new(format!(
             "{} holds several nsc operators ({}); name the operator folder",
             stores.display(),
             operators
@@ -138,7 +138,7 @@ fn resolve_operator_dir(path: &Path) -> Result<PathBuf, StoreError> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))),
+        )))),
     }
 }
 
@@ -212,10 +212,10 @@ impl NscBackend {
                         });
                 }
             })
-            .map_err(|e| StoreError::Io(format!("cannot watch {}: {e}", folder.display())))?;
+            .map_err(|e| StoreError::io(format!("cannot watch {}", folder.display()), e))?;
         watcher
             .watch(&folder, notify::RecursiveMode::Recursive)
-            .map_err(|e| StoreError::Io(format!("cannot watch {}: {e}", folder.display())))?;
+            .map_err(|e| StoreError::io(format!("cannot watch {}", folder.display()), e))?;
         Ok(NscBackend {
             folder,
             index,
@@ -256,7 +256,7 @@ impl Backend for NscBackend {
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::Io(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(StoreError::io(path.display(), e)),
         };
         // nsc may store decorated JWTs; serve the bare token.
         let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(&bytes));
@@ -302,7 +302,10 @@ impl Backend for NscBackend {
         if self.folder.is_dir() {
             Ok(())
         } else {
-            Err(StoreError::Io(format!("{} is gone", self.folder.display())))
+            Err(StoreError::Io(Cause::new(format!(
+                "{} is gone",
+                self.folder.display()
+            ))))
         }
     }
 

@@ -25,7 +25,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::{Backend, Namespace, Precondition, StoreError, Version, EXTERNAL_RESYNC};
+use crate::{Backend, Cause, Namespace, Precondition, StoreError, Version, EXTERNAL_RESYNC};
 
 /// PEM material for `rediss://` connections. Empty fields use the system's trust store and no
 /// client certificate.
@@ -194,10 +194,8 @@ const LISTENER_PING: Duration = Duration::from_secs(5);
 
 fn client_for(url: &str, tls: &RedisTls) -> Result<redis::Client, StoreError> {
     let invalid = |e: redis::RedisError| {
-        StoreError::Io(format!(
-            "invalid redis URL {:?}: {e}",
-            crate::redact_url(url)
-        ))
+        let context = format!("invalid redis URL {:?}", crate::redact_url(url));
+        StoreError::Config(Cause::of(&context, e))
     };
     if tls.is_empty() {
         redis::Client::open(url).map_err(invalid)
@@ -212,10 +210,10 @@ impl RedisBackend {
     /// right after `open` returns is heard).
     pub async fn open(options: RedisOptions) -> Result<RedisBackend, StoreError> {
         if options.prefix.contains(['{', '}']) {
-            return Err(StoreError::Io(format!(
+            return Err(StoreError::Config(Cause::new(format!(
                 "redis key prefix {:?} must not contain braces (they would change the hash tag)",
                 options.prefix
-            )));
+            ))));
         }
         let urls: Vec<String> = options
             .url
@@ -224,13 +222,13 @@ impl RedisBackend {
             .filter(|u| !u.is_empty())
             .collect();
         if urls.is_empty() {
-            return Err(StoreError::Io("no redis URL".into()));
+            return Err(StoreError::Config(Cause::new("no redis URL")));
         }
         if urls.len() > 1 && !options.cluster {
-            return Err(StoreError::Io(format!(
+            return Err(StoreError::Config(Cause::new(format!(
                 "several redis URLs ({}) need cluster mode",
                 crate::redact_url(&options.url)
-            )));
+            ))));
         }
         // Every URL is checked now, so a typo is a startup error, not an outage.
         let clients = urls
@@ -250,13 +248,19 @@ impl RedisBackend {
             }
             let client = builder
                 .build()
-                .map_err(|e| StoreError::Io(format!("invalid redis cluster URLs: {e}")))?;
+                .map_err(|e| StoreError::Config(Cause::of("invalid redis cluster URLs", e)))?;
             let conn = tokio::time::timeout(bound, client.get_async_connection())
                 .await
                 .map_err(|_| no_answer())?
                 .map_err(unavailable)?;
             Conn::Cluster(conn)
         } else {
+            // One plain attempt first: the manager retries a refused TLS handshake until the
+            // bound, which would hide the reason (an unknown CA) behind "no answer".
+            tokio::time::timeout(bound, clients[0].get_multiplexed_async_connection())
+                .await
+                .map_err(|_| no_answer())?
+                .map_err(unavailable)?;
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(options.timeout)
                 .set_response_timeout(options.timeout)

@@ -127,7 +127,7 @@ impl S3Backend {
         let store: Arc<dyn ObjectStore> = Arc::new(
             builder
                 .build()
-                .map_err(|e| StoreError::Io(format!("s3 configuration: {e}")))?,
+                .map_err(|e| StoreError::Config(crate::Cause::of("s3 configuration", e)))?,
         );
         let backend = S3Backend {
             store,
@@ -161,7 +161,9 @@ impl S3Backend {
         let prefix = ObjectPath::from(self.options.prefix.trim_end_matches('/'));
         match self.store.list_with_delimiter(Some(&prefix)).await {
             Ok(_) => Ok(()),
-            Err(e) if is_missing_bucket(&e) => Err(StoreError::Io(self.missing_bucket())),
+            Err(e) if is_missing_bucket(&e) => {
+                Err(StoreError::Config(crate::Cause::new(self.missing_bucket())))
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -337,7 +339,7 @@ impl Backend for S3Backend {
     async fn health(&self) -> Result<(), StoreError> {
         match self.bounded(self.check_bucket()).await {
             // Once running, a missing bucket is an outage like any other.
-            Err(StoreError::Io(e)) => Err(unusable(e)),
+            Err(StoreError::Config(e)) => Err(unusable(e)),
             other => other,
         }
     }

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 
 pub use lookup::NatsLookup;
 pub use notifier::NatsNotifier;
-pub use responder::{Responder, ResponderOptions};
+pub use responder::{Responder, ResponderOptions, ResponderRules};
 
 /// Why the NATS connection could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -57,25 +57,11 @@ pub async fn connect(
     config: &NatsConfig,
     metrics: Arc<Metrics>,
 ) -> Result<(Client, mpsc::UnboundedReceiver<Event>), NatsError> {
-    let mut options = match &config.user_credentials {
-        Some(path) => ConnectOptions::with_credentials_file(path)
-            .await
-            .map_err(|error| NatsError::Credentials {
-                path: path.display().to_string(),
-                error,
-            })?,
-        None => ConnectOptions::new(),
-    };
-    if let Some(root) = &config.tls_root {
-        options = options.add_root_certificates(root.clone());
-    }
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        options = options.add_client_certificate(cert.clone(), key.clone());
-    }
     let wait = config.reconnect_wait;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let ever_connected = Arc::new(AtomicBool::new(false));
-    options = options
+    let options = authenticated_options(config)
+        .await?
         .name("nats-account-server")
         // Never receive our own notifications and PACK/LOOKUP requests.
         .no_echo()
@@ -92,35 +78,7 @@ pub async fn connect(
         .event_callback(move |event| {
             let (tx, metrics, ever) = (events_tx.clone(), metrics.clone(), ever_connected.clone());
             async move {
-                match &event {
-                    Event::Connected => {
-                        metrics.nats_connected.set(1);
-                        if ever.swap(true, Ordering::Relaxed) {
-                            tracing::info!("reconnected to NATS");
-                        } else {
-                            tracing::info!(
-                                "connected to NATS for notifications and the resolver protocol"
-                            );
-                        }
-                    }
-                    Event::Disconnected => {
-                        metrics.nats_connected.set(0);
-                        tracing::warn!("disconnected from NATS, reconnecting");
-                    }
-                    Event::SlowConsumer(_) => {
-                        metrics
-                            .nats_shed
-                            .with_label_values(&["slow_consumer"])
-                            .inc();
-                    }
-                    Event::Closed => {
-                        metrics.nats_connected.set(0);
-                        tracing::error!(
-                            "NATS connection closed for good (reconnect attempts exhausted)"
-                        );
-                    }
-                    other => tracing::warn!("NATS: {other}"),
-                }
+                record_event(&event, &metrics, &ever);
                 let _ = tx.send(event);
             }
         });
@@ -141,4 +99,54 @@ pub async fn connect(
         .await
         .map_err(|e| NatsError::Connect(e.to_string()))?;
     Ok((client, events_rx))
+}
+
+/// Options carrying the system user's credentials and the TLS files.
+async fn authenticated_options(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
+    let mut options = match &config.user_credentials {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|error| NatsError::Credentials {
+                path: path.display().to_string(),
+                error,
+            })?,
+        None => ConnectOptions::new(),
+    };
+    if let Some(root) = &config.tls_root {
+        options = options.add_root_certificates(root.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options)
+}
+
+/// The log line and metric of a connection event. `ever_connected` tells a first connect from
+/// a reconnect.
+fn record_event(event: &Event, metrics: &Metrics, ever_connected: &AtomicBool) {
+    match event {
+        Event::Connected => {
+            metrics.nats_connected.set(1);
+            if ever_connected.swap(true, Ordering::Relaxed) {
+                tracing::info!("reconnected to NATS");
+            } else {
+                tracing::info!("connected to NATS for notifications and the resolver protocol");
+            }
+        }
+        Event::Disconnected => {
+            metrics.nats_connected.set(0);
+            tracing::warn!("disconnected from NATS, reconnecting");
+        }
+        Event::SlowConsumer(_) => {
+            metrics
+                .nats_shed
+                .with_label_values(&["slow_consumer"])
+                .inc();
+        }
+        Event::Closed => {
+            metrics.nats_connected.set(0);
+            tracing::error!("NATS connection closed for good (reconnect attempts exhausted)");
+        }
+        other => tracing::warn!("NATS: {other}"),
+    }
 }

@@ -10,14 +10,15 @@ use std::time::Duration;
 use async_nats::{Client, Message};
 use bytes::Bytes;
 use futures::StreamExt;
-use nas_jwt::{is_valid_public_key, KeyRole, OperatorTrust};
-use nas_store::{DeleteOutcome, Store};
+use nas_jwt::{is_valid_public_key, KeyRole};
+use nas_store::Store;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::NatsError;
 use crate::accept::{AcceptError, Accepted, Accepter, WritePath};
-use crate::cache::{Served, VerifiedCache};
+use crate::cache::VerifiedCache;
+use crate::delete::Deleter;
 use crate::metrics::Metrics;
 use crate::resolver::{Resolved, Resolver};
 
@@ -37,19 +38,28 @@ pub struct ResponderOptions {
     /// Reply to LOOKUP misses with an empty message (nats-server ≥ 2.9.17 reads it as "not
     /// found"); `false` stays silent, which 2.9.10–2.9.16 need.
     pub lookup_miss_reply: bool,
-    /// Honour `$SYS.REQ.CLAIMS.DELETE`.
-    pub allow_delete: bool,
     /// How often to ask full resolvers for their accounts (`None` = never).
     pub pack_interval: Option<Duration>,
     /// `server.name` in replies (nsc requires one).
     pub server_name: String,
-    /// The configured system account (never deleted over NATS; LOOKUP answers it through the
-    /// resolver when the store has none).
-    pub system_account: Option<Arc<Served>>,
     /// This instance replicates a primary account server: it applies every update it hears
     /// (through the accept rule) and answers LOOKUP, but is no write target — it does not answer
     /// updates, LIST, DELETE or PACK requests and sends no PACK requests: the primary does.
     pub replica: bool,
+}
+
+/// The rules the responder applies: the same ones HTTP applies.
+pub struct ResponderRules {
+    /// UPDATE and PACK lines.
+    pub accepter: Accepter,
+    /// PACK answers: only entries that verify.
+    pub cache: VerifiedCache,
+    /// LOOKUP (local only: asking other servers would loop).
+    pub resolver: Resolver,
+    /// LIST and PACK.
+    pub store: Store,
+    /// DELETE.
+    pub deleter: Deleter,
 }
 
 /// Answers the resolver protocol on the system account.
@@ -59,7 +69,7 @@ pub struct Responder {
     cache: VerifiedCache,
     resolver: Resolver,
     store: Store,
-    trust: Option<Arc<OperatorTrust>>,
+    deleter: Deleter,
     metrics: Arc<Metrics>,
     options: ResponderOptions,
     server_id: String,
@@ -88,25 +98,21 @@ impl Responder {
     /// Subscribes to every resolver subject and serves them until the client closes.
     pub async fn spawn(
         client: Client,
-        accepter: Accepter,
-        cache: VerifiedCache,
-        resolver: Resolver,
-        store: Store,
+        rules: ResponderRules,
         metrics: Arc<Metrics>,
         options: ResponderOptions,
     ) -> Result<(), NatsError> {
-        let trust = accepter.trust().cloned();
         let responder = Arc::new(Responder {
             server_id: nas_jwt::SigningKey::generate(KeyRole::Server)
                 .public_key()
                 .as_str()
                 .to_owned(),
             client: client.clone(),
-            accepter,
-            cache,
-            resolver,
-            store,
-            trust,
+            accepter: rules.accepter,
+            cache: rules.cache,
+            resolver: rules.resolver,
+            store: rules.store,
+            deleter: rules.deleter,
             metrics,
             options,
             seq: AtomicU64::new(0),
@@ -411,101 +417,16 @@ impl Responder {
     /// DELETE: an operator-signed generic JWT listing accounts, with nats-server's checks and
     /// error strings.
     async fn delete(&self, msg: &Message) {
-        let result = self.delete_accounts(&msg.payload).await;
-        let body = match result {
+        let body = match self.deleter.delete(&msg.payload).await {
             Ok(n) => {
                 self.count("delete", "ok");
                 json!({"data": {"code": 200, "message": format!("deleted {n} accounts")}})
             }
-            Err((sub, reason)) => {
+            Err(e) => {
                 self.count("delete", "rejected");
-                json!({"error": {"code": 500, "description": format!("delete accounts request by {sub} failed - {reason}")}})
+                json!({"error": {"code": 500, "description": e.to_string()}})
             }
         };
         self.reply_json(msg, body).await;
-    }
-
-    async fn delete_accounts(&self, payload: &[u8]) -> Result<usize, (String, String)> {
-        let jwt = nas_jwt::decode_generic(payload).map_err(|e| (String::new(), e.to_string()))?;
-        let claims = jwt.claims();
-        let sub = claims.sub().to_owned();
-        let fail = |reason: &str| Err((sub.clone(), reason.to_owned()));
-        if !self.options.allow_delete {
-            return fail("delete must be enabled in server config");
-        }
-        if claims.iss() != claims.sub() {
-            return fail("not self signed");
-        }
-        if !self
-            .trust
-            .as_ref()
-            .is_some_and(|t| t.trusts_delete_request(claims.iss(), claims.sub()))
-        {
-            return fail("not trusted");
-        }
-        // nats-server checks neither; a captured request must not delete a re-created account
-        // later, nor one issued for later act now.
-        let now = nas_jwt::unix_now();
-        if claims.exp() > 0 && now > claims.exp() {
-            return fail("request expired");
-        }
-        if claims.nbf() > now {
-            return fail("request not yet valid");
-        }
-        let iat = claims.iat();
-        let nas_jwt::AnyClaims::Generic(generic) = claims else {
-            return fail("malformed request");
-        };
-        let Some(Value::Array(accounts)) = generic.nats.get("accounts") else {
-            return fail("malformed request");
-        };
-        let system = self.trust.as_ref().and_then(|t| t.system_account()).or(self
-            .options
-            .system_account
-            .as_ref()
-            .map(|s| s.key.as_str()));
-        // nats-server checks entry by entry, so the first offending entry picks the message.
-        let mut keys = Vec::new();
-        for a in accounts {
-            match a.as_str() {
-                Some(k) if !is_valid_public_key(k, KeyRole::Account) => {
-                    return fail("malformed request")
-                }
-                Some(k) if Some(k) == system => {
-                    return fail("not allowed to delete system account")
-                }
-                Some(k) => keys.push(k.to_owned()),
-                None => return fail("malformed request"),
-            }
-        }
-        let (mut deleted, mut errors) = (0, Vec::new());
-        let request = Bytes::copy_from_slice(payload.trim_ascii());
-        for key in &keys {
-            match self.store.delete_account_by(key, request.clone(), iat).await {
-                Ok(DeleteOutcome::Deleted | DeleteOutcome::Absent) => {
-                    deleted += 1;
-                    // Read-your-writes on this instance; the change event does the same later.
-                    self.cache
-                        .forget_below(key, self.store.generation(key).saturating_add(1))
-                        .await;
-                }
-                Ok(DeleteOutcome::Stale { stored_iat }) => errors.push(format!(
-                    "{key}: the stored account JWT (issued at {stored_iat}) is newer than the delete request (issued at {iat})"
-                )),
-                Err(e) => errors.push(format!("{key}: {e}")),
-            }
-        }
-        if errors.is_empty() {
-            Ok(deleted)
-        } else {
-            Err((
-                sub,
-                format!(
-                    "deleted {deleted} accounts, failed for {} - {}",
-                    errors.len(),
-                    errors.join("\n")
-                ),
-            ))
-        }
     }
 }

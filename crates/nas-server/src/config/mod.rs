@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use nas_conf::{Map, Spanned, Value};
 
+mod store;
+pub use store::{DirStore, ExpiryConfig, NscStore, RedisStore, S3Store, StoreConfig, StoreTls};
+
 /// A configuration error, naming the key and where it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -27,98 +30,6 @@ pub enum ConfigError {
     /// A combination of settings cannot work.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// Which store backend serves the JWTs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreKind {
-    /// A directory (the Go server's layout).
-    Dir,
-    /// In memory (lost on restart).
-    Memory,
-    /// An nsc operator folder, read-only.
-    Nsc,
-    /// Redis, shared by several instances.
-    Redis,
-    /// An S3-compatible bucket, shared by several instances.
-    S3,
-}
-
-/// `store { … }`. Its `Debug` (what `-dump` prints) shows URLs without passwords and never the
-/// secret access key.
-#[derive(Clone, PartialEq)]
-pub struct StoreConfig {
-    /// Backend.
-    pub kind: StoreKind,
-    /// Directory of the dir store.
-    pub dir: PathBuf,
-    /// Shard by the last two characters of the key.
-    pub shard: bool,
-    /// Serve without writing (watching the directory for changes made by others).
-    pub read_only: bool,
-    /// nsc operator folder for the NSC store.
-    pub nsc: Option<PathBuf>,
-    /// How often expired JWTs are looked for (Go: `cleanupinterval`, ms; 0 = 1 minute).
-    pub cleanup_interval: Duration,
-    /// Delete expired JWTs from the store (off by default: nothing is deleted silently).
-    pub delete_expired: bool,
-    /// URL of a shared backend (Redis: `redis://`, `rediss://`, `unix://`).
-    pub url: Option<String>,
-    /// `rediss://`: CA certificate (PEM) the server's certificate must chain to (default: the
-    /// system's roots).
-    pub tls_ca: Option<PathBuf>,
-    /// `rediss://`: client certificate and key (PEM), for servers that ask for one.
-    pub tls_cert: Option<PathBuf>,
-    /// Key of `tls_cert`.
-    pub tls_key: Option<PathBuf>,
-    /// Key prefix in a shared backend.
-    pub prefix: String,
-    /// Bound of every shared-backend operation (keep it under nats-server's 1.9 s).
-    pub timeout: Duration,
-    /// S3 bucket (must exist).
-    pub bucket: Option<String>,
-    /// S3 region.
-    pub region: Option<String>,
-    /// S3-compatible endpoint URL.
-    pub endpoint: Option<String>,
-    /// Path-style S3 requests.
-    pub path_style: bool,
-    /// Allow a plain-HTTP S3 endpoint.
-    pub allow_http: bool,
-    /// S3 access key id (else `AWS_ACCESS_KEY_ID`).
-    pub access_key_id: Option<String>,
-    /// S3 secret access key (else `AWS_SECRET_ACCESS_KEY`).
-    pub secret_access_key: Option<String>,
-}
-
-impl std::fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreConfig")
-            .field("kind", &self.kind)
-            .field("dir", &self.dir)
-            .field("shard", &self.shard)
-            .field("read_only", &self.read_only)
-            .field("nsc", &self.nsc)
-            .field("cleanup_interval", &self.cleanup_interval)
-            .field("delete_expired", &self.delete_expired)
-            .field("url", &self.url.as_deref().map(nas_store::redact_url))
-            .field("tls_ca", &self.tls_ca)
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .field("bucket", &self.bucket)
-            .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
-            .field("path_style", &self.path_style)
-            .field("allow_http", &self.allow_http)
-            .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
 }
 
 /// `http { … }`.
@@ -275,6 +186,8 @@ pub struct Config {
     pub nats: NatsConfig,
     /// Store.
     pub store: StoreConfig,
+    /// What happens to expired JWTs (`store { deleteexpired, cleanupinterval }`).
+    pub expiry: ExpiryConfig,
     /// Verified cache.
     pub cache: CacheConfig,
     /// Metrics.
@@ -332,28 +245,8 @@ impl Default for Config {
                 pack_interval: Some(Duration::from_secs(60)),
                 name: "nats-account-server".into(),
             },
-            store: StoreConfig {
-                kind: StoreKind::Dir,
-                dir: PathBuf::from("./data"),
-                shard: false,
-                read_only: false,
-                nsc: None,
-                cleanup_interval: Duration::from_secs(60),
-                delete_expired: false,
-                url: None,
-                tls_ca: None,
-                tls_cert: None,
-                tls_key: None,
-                prefix: "nas:".into(),
-                timeout: Duration::from_millis(800),
-                bucket: None,
-                region: None,
-                endpoint: None,
-                path_style: false,
-                allow_http: false,
-                access_key_id: None,
-                secret_access_key: None,
-            },
+            store: StoreConfig::default(),
+            expiry: ExpiryConfig::default(),
             cache: CacheConfig {
                 max_entries: 100_000,
                 ttl: None,
@@ -379,6 +272,8 @@ struct Block<'a> {
     map: &'a Map,
     name: String,
     read: std::cell::RefCell<Vec<String>>,
+    /// Said after each unread key's warning (why a known key may still be unread).
+    unread_hint: std::cell::RefCell<Option<String>>,
     warnings: &'a std::cell::RefCell<Vec<String>>,
 }
 
@@ -388,6 +283,7 @@ impl<'a> Block<'a> {
             map,
             name,
             read: Default::default(),
+            unread_hint: Default::default(),
             warnings,
         }
     }
@@ -397,6 +293,16 @@ impl<'a> Block<'a> {
         let (written, value) = self.map.get_key_value(key)?;
         self.read.borrow_mut().push(written.value.clone());
         Some(value)
+    }
+
+    /// Whether `key` is present, without marking it read.
+    fn has(&self, key: &str) -> bool {
+        self.map.get_key_value(key).is_some()
+    }
+
+    /// Adds `hint` to the warning of every key left unread.
+    fn set_unread_hint(&self, hint: String) {
+        *self.unread_hint.borrow_mut() = Some(hint);
     }
 
     /// Records a warning about this block.
@@ -417,7 +323,14 @@ impl Drop for Block<'_> {
             } else {
                 format!("{}.{}", self.name, key.value)
             };
-            self.warn(format!("{}: unknown config key `{name}` ignored", key.pos));
+            let hint = match &*self.unread_hint.borrow() {
+                Some(hint) => format!(" ({hint})"),
+                None => String::new(),
+            };
+            self.warn(format!(
+                "{}: unknown config key `{name}` ignored{hint}",
+                key.pos
+            ));
         }
     }
 }
@@ -674,61 +587,7 @@ impl Config {
             }
         }
         if let Some(ref m) = Reader::block(root, "store")? {
-            let s = &mut c.store;
-            if let Some(dir) = Reader::string(m, "dir")? {
-                if dir.is_empty() {
-                    return Err(ConfigError::Invalid("store directory is required".into()));
-                }
-                s.dir = PathBuf::from(dir);
-            }
-            set(&mut s.shard, Reader::boolean(m, "shard")?);
-            set(&mut s.read_only, Reader::boolean(m, "readonly")?);
-            set(&mut s.delete_expired, Reader::boolean(m, "deleteexpired")?);
-            if let Some(d) = Reader::millis(m, "cleanupinterval")? {
-                s.cleanup_interval = if d.is_zero() {
-                    Duration::from_secs(60)
-                } else {
-                    d
-                };
-            }
-            s.nsc = Reader::path(m, "nsc")?;
-            s.url = Reader::string(m, "url")?.filter(|u| !u.is_empty());
-            if let Some(ref tls) = Reader::block(m, "tls")? {
-                s.tls_ca = Reader::path(tls, "ca")?;
-                s.tls_cert = Reader::path(tls, "cert")?;
-                s.tls_key = Reader::path(tls, "key")?;
-            }
-            set(&mut s.prefix, Reader::string(m, "prefix")?);
-            set(&mut s.timeout, Reader::millis(m, "timeout")?);
-            s.bucket = Reader::string(m, "bucket")?.filter(|v| !v.is_empty());
-            s.region = Reader::string(m, "region")?.filter(|v| !v.is_empty());
-            s.endpoint = Reader::string(m, "endpoint")?.filter(|v| !v.is_empty());
-            set(&mut s.path_style, Reader::boolean(m, "pathstyle")?);
-            set(&mut s.allow_http, Reader::boolean(m, "allowhttp")?);
-            s.access_key_id = Reader::string(m, "accesskeyid")?.filter(|v| !v.is_empty());
-            s.secret_access_key = Reader::string(m, "secretaccesskey")?.filter(|v| !v.is_empty());
-            if s.nsc.is_some() {
-                s.kind = StoreKind::Nsc;
-            }
-            if let Some(kind) = Reader::string(m, "type")? {
-                s.kind = match kind.to_ascii_lowercase().as_str() {
-                    "dir" | "directory" => StoreKind::Dir,
-                    "memory" | "mem" => StoreKind::Memory,
-                    "nsc" => StoreKind::Nsc,
-                    "redis" => StoreKind::Redis,
-                    "s3" => StoreKind::S3,
-                    other => {
-                        let v = m.get("type").expect("present");
-                        return Err(Reader::err(
-                            "store.type",
-                            v,
-                            &format!(
-                                "unknown store type {other:?} (expected dir, memory, nsc, redis or s3)"
-                            ),
-                        ));
-                    }
-                };
-            }
+            (c.store, c.expiry) = store::read(m)?;
         }
         if let Some(ref m) = Reader::block(root, "cache")? {
             if let Some(n) = Reader::int(m, "maxentries")? {
@@ -756,22 +615,7 @@ impl Config {
                 "TLS is not configured: http.tls needs both cert and key".into(),
             ));
         }
-        if self.store.kind == StoreKind::Nsc && self.store.nsc.is_none() {
-            return Err(ConfigError::Invalid(
-                "store type nsc needs store.nsc (the nsc operator folder)".into(),
-            ));
-        }
-        if self.store.kind == StoreKind::S3 && self.store.bucket.is_none() {
-            return Err(ConfigError::Invalid(
-                "store type s3 needs store.bucket".into(),
-            ));
-        }
-        if self.store.kind == StoreKind::Redis && self.store.url.is_none() {
-            return Err(ConfigError::Invalid(
-                "store type redis needs store.url (redis://host:6379/)".into(),
-            ));
-        }
-        if self.primary.is_some() && self.store.kind == StoreKind::Nsc {
+        if self.primary.is_some() && matches!(self.store, StoreConfig::Nsc(_)) {
             return Err(ConfigError::Invalid(
                 "replicas cannot be run in NSC mode".into(),
             ));
@@ -818,7 +662,7 @@ nats: {
             Some(Path::new("/etc/nas/operator.jwt"))
         );
         assert_eq!(c.http.host, "0.0.0.0");
-        assert_eq!(c.store.dir, PathBuf::from("/var/lib/nas/jwt"));
+        assert_eq!(c.store, StoreConfig::Dir(DirStore::new("/var/lib/nas/jwt")));
         assert_eq!(c.nats.servers.len(), 2);
         assert_eq!(c.nats.reconnect_wait, Duration::from_secs(10));
         assert!(c.logging.pid && !c.logging.colors);
@@ -871,16 +715,99 @@ nats: {
 }
 
 #[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    fn store_of(text: &str) -> Result<(StoreConfig, Vec<String>), String> {
+        Config::from_text(text)
+            .map(|(c, warnings)| (c.store, warnings))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_backend_is_chosen_by_type_then_nsc_then_dir() {
+        let (s, _) = store_of("store { nsc: \"/ops/nsc/nats/O\" }").unwrap();
+        assert_eq!(
+            s,
+            StoreConfig::Nsc(NscStore {
+                folder: "/ops/nsc/nats/O".into()
+            })
+        );
+        let (s, _) = store_of("store { type: MEMORY }").unwrap();
+        assert_eq!(s, StoreConfig::Memory);
+        let (s, _) = store_of("store { shard: true, readonly: true }").unwrap();
+        let want = DirStore {
+            shard: true,
+            read_only: true,
+            ..DirStore::new("./data")
+        };
+        assert_eq!(s, StoreConfig::Dir(want));
+    }
+
+    #[test]
+    fn each_backend_reads_only_its_own_keys() {
+        let (s, warnings) =
+            store_of("store { type: redis, url: \"redis://r:6379/\", bucket: b, timeout: 300 }")
+                .unwrap();
+        let want = RedisStore {
+            timeout: Duration::from_millis(300),
+            ..RedisStore::new("redis://r:6379/")
+        };
+        assert_eq!(s, StoreConfig::Redis(want));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("`store.bucket` ignored (not an option of a redis store)"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_backend_without_its_required_key_is_refused() {
+        for (text, message) in [
+            ("store { type: redis }", "store type redis needs store.url"),
+            (
+                "store { type: s3, url: x }",
+                "store type s3 needs store.bucket",
+            ),
+            ("store { type: nsc }", "store type nsc needs store.nsc"),
+            (
+                "store { type: redis, url: x, tls { cert: c.pem } }",
+                "store.tls needs both cert and key",
+            ),
+            ("store { type: sqlite }", "unknown store type \"sqlite\""),
+        ] {
+            let err = store_of(text).unwrap_err();
+            assert!(err.contains(message), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn expiry_keys_apply_to_every_backend() {
+        let (c, warnings) =
+            Config::from_text("store { type: memory, deleteexpired: true, cleanupinterval: 0 }")
+                .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(c.expiry.delete_expired);
+        assert_eq!(c.expiry.cleanup_interval, Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
 mod redaction_tests {
     use super::*;
 
     #[test]
     fn debug_of_the_config_shows_no_secret() {
-        let mut c = Config::default();
-        c.store.url = Some("redis://:hunter2@127.0.0.1:6379/".into());
-        c.store.secret_access_key = Some("wJalrXUtnFEMI/K7MDENG".into());
+        let mut c = Config {
+            store: StoreConfig::Redis(RedisStore::new("redis://:hunter2@127.0.0.1:6379/")),
+            ..Config::default()
+        };
         c.nats.servers = vec!["nats://u:hunter3@127.0.0.1:4222".into()];
-        let dumped = format!("{c:#?}");
+        let s3 = StoreConfig::S3(S3Store {
+            secret_access_key: Some("wJalrXUtnFEMI/K7MDENG".into()),
+            ..S3Store::new("b")
+        });
+        let dumped = format!("{c:#?}{s3:?}");
         for secret in ["hunter2", "wJalrXUtnFEMI", "hunter3"] {
             assert!(!dumped.contains(secret), "{secret} in {dumped}");
         }

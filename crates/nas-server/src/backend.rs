@@ -1,0 +1,118 @@
+//! Opens the backend a [`StoreConfig`] names. The shared backends are cargo features (all on by
+//! default); a binary built without one refuses its store type at start with the feature's name.
+
+use std::sync::Arc;
+
+use nas_store::Backend;
+
+use crate::config::{DirStore, StoreConfig};
+use crate::server::StartError;
+
+/// Opens the configured backend (not yet wrapped in the store policy).
+pub async fn open_backend(store: &StoreConfig) -> Result<Arc<dyn Backend>, StartError> {
+    Ok(match store {
+        StoreConfig::Memory => Arc::new(nas_store::memory::MemoryBackend::new()),
+        StoreConfig::Dir(d) => open_dir(d)?,
+        StoreConfig::Nsc(n) => Arc::new(nas_store::nsc::NscBackend::open(&n.folder)?),
+        StoreConfig::Redis(r) => open_redis(r).await?,
+        StoreConfig::S3(s) => open_s3(s).await?,
+    })
+}
+
+fn open_dir(d: &DirStore) -> Result<Arc<dyn Backend>, StartError> {
+    let options = nas_store::dir::DirOptions {
+        sharded: d.shard,
+        read_only: d.read_only,
+        // A read-only directory is written by someone else: follow their changes.
+        watch: d.read_only,
+    };
+    Ok(Arc::new(nas_store::dir::DirBackend::open(&d.dir, options)?))
+}
+
+/// What a read-only store tells a client that tried to write.
+pub fn read_only_hint(store: &StoreConfig) -> String {
+    match store {
+        StoreConfig::Nsc(n) => format!(
+            "it serves the nsc folder {} read-only: change accounts with nsc",
+            n.folder.display()
+        ),
+        StoreConfig::Dir(d) => format!(
+            "it serves {} read-only: write the JWT into that directory, or push to a writable account server",
+            d.dir.display()
+        ),
+        _ => "the store is read-only".to_owned(),
+    }
+}
+
+/// The operator JWT inside the nsc folder an nsc store serves.
+pub fn nsc_operator_jwt(store: &StoreConfig) -> Option<std::path::PathBuf> {
+    match store {
+        StoreConfig::Nsc(n) => nas_store::nsc::operator_jwt_path(&n.folder).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(r: &crate::config::RedisStore) -> Result<Arc<dyn Backend>, StartError> {
+    let options = nas_store::redis::RedisOptions {
+        url: r.url.clone(),
+        prefix: r.prefix.clone(),
+        timeout: r.timeout,
+        tls: redis_tls(&r.tls)?,
+        ..nas_store::redis::RedisOptions::default()
+    };
+    Ok(Arc::new(
+        nas_store::redis::RedisBackend::open(options).await?,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_: &crate::config::RedisStore) -> Result<Arc<dyn Backend>, StartError> {
+    Err(StartError::NotBuilt {
+        store: "redis",
+        feature: "redis",
+    })
+}
+
+#[cfg(feature = "redis")]
+fn redis_tls(tls: &crate::config::StoreTls) -> Result<nas_store::redis::RedisTls, StartError> {
+    let client_cert_key = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Some((read_pem("certificate", cert)?, read_pem("key", key)?)),
+        // The config reader refuses a certificate without its key and the other way round.
+        _ => None,
+    };
+    Ok(nas_store::redis::RedisTls {
+        root_cert: tls.ca.as_deref().map(|p| read_pem("CA", p)).transpose()?,
+        client_cert_key,
+    })
+}
+
+#[cfg(feature = "redis")]
+fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path)
+        .map_err(|e| StartError::Tls(format!("store {what} {}: {e}", path.display())))
+}
+
+#[cfg(feature = "s3")]
+async fn open_s3(s: &crate::config::S3Store) -> Result<Arc<dyn Backend>, StartError> {
+    let options = nas_store::s3::S3Options {
+        bucket: s.bucket.clone(),
+        prefix: s.prefix.clone(),
+        region: s.region.clone(),
+        endpoint: s.endpoint.clone(),
+        path_style: s.path_style,
+        allow_http: s.allow_http,
+        access_key_id: s.access_key_id.clone(),
+        secret_access_key: s.secret_access_key.clone(),
+        timeout: s.timeout,
+    };
+    Ok(Arc::new(nas_store::s3::S3Backend::open(options).await?))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn open_s3(_: &crate::config::S3Store) -> Result<Arc<dyn Backend>, StartError> {
+    Err(StartError::NotBuilt {
+        store: "s3",
+        feature: "s3",
+    })
+}

@@ -1,0 +1,335 @@
+//! `store { … }`: which backend keeps the JWTs, each with only its own options.
+//!
+//! The backend is chosen first (`type`, else `nsc` when that key is present, else a directory,
+//! as in the Go server), then only that backend's keys are read. A key of another backend is
+//! therefore never silently half-applied: it is left unread and reported by the block's
+//! unknown-key warning, which names the chosen backend.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{set, Block, ConfigError, Reader};
+
+/// The default key prefix of the shared backends.
+const DEFAULT_PREFIX: &str = "nas:";
+/// The default bound of every shared-backend call: well under nats-server's 1.9 s fetch budget.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// `store { … }`: the backend and its options. Invalid combinations (an S3 bucket on a Redis
+/// store, a Redis store without a URL) cannot be expressed. Its `Debug` (what `-dump` prints)
+/// shows URLs without passwords and never a secret key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    /// A directory in the Go server's layout (the default, `./data`).
+    Dir(DirStore),
+    /// In memory (lost on restart).
+    Memory,
+    /// An nsc operator folder, served read-only.
+    Nsc(NscStore),
+    /// Redis, shared by several instances.
+    Redis(RedisStore),
+    /// An S3-compatible bucket, shared by several instances.
+    S3(S3Store),
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Dir(DirStore::new("./data"))
+    }
+}
+
+impl StoreConfig {
+    /// The backend's name as `store.type` spells it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StoreConfig::Dir(_) => "dir",
+            StoreConfig::Memory => "memory",
+            StoreConfig::Nsc(_) => "nsc",
+            StoreConfig::Redis(_) => "redis",
+            StoreConfig::S3(_) => "s3",
+        }
+    }
+
+    /// One line for the start-up log (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Memory => "in memory".to_owned(),
+            StoreConfig::S3(s) => format!("s3 bucket {} prefix {:?}", s.bucket, s.prefix),
+            StoreConfig::Redis(r) => format!(
+                "redis {} prefix {:?}",
+                nas_store::redact_url(&r.url),
+                r.prefix
+            ),
+            StoreConfig::Dir(d) => format!(
+                "{}{}{}",
+                d.dir.display(),
+                if d.shard { ", sharded" } else { "" },
+                if d.read_only { ", read-only" } else { "" }
+            ),
+            StoreConfig::Nsc(n) => format!("nsc folder {}, read-only", n.folder.display()),
+        }
+    }
+}
+
+/// A directory store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirStore {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Shard by the last two characters of the key.
+    pub shard: bool,
+    /// Serve without writing (watching the directory for changes made by others).
+    pub read_only: bool,
+}
+
+impl DirStore {
+    /// A writable, unsharded directory store at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> DirStore {
+        DirStore {
+            dir: dir.into(),
+            shard: false,
+            read_only: false,
+        }
+    }
+}
+
+/// An nsc store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NscStore {
+    /// The nsc operator folder (`~/.nsc/nats/<operator>`).
+    pub folder: PathBuf,
+}
+
+/// Client TLS files of a shared backend (`store { tls { ca, cert, key } }`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreTls {
+    /// CA certificate (PEM) the server's certificate must chain to (default: the system's
+    /// roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that ask for one.
+    pub cert: Option<PathBuf>,
+    /// Key of `cert` (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// A Redis store. `Debug` redacts the password in the URL.
+#[derive(Clone, PartialEq)]
+pub struct RedisStore {
+    /// `redis://`, `rediss://` (TLS) or `unix://`.
+    pub url: String,
+    /// Client TLS for `rediss://`.
+    pub tls: StoreTls,
+    /// Key prefix.
+    pub prefix: String,
+    /// Bound of every call.
+    pub timeout: Duration,
+}
+
+impl RedisStore {
+    /// A Redis store at `url` with the default prefix and timeout.
+    pub fn new(url: impl Into<String>) -> RedisStore {
+        RedisStore {
+            url: url.into(),
+            tls: StoreTls::default(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &nas_store::redact_url(&self.url))
+            .field("tls", &self.tls)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// An S3-compatible store. `Debug` never shows the secret access key.
+#[derive(Clone, PartialEq)]
+pub struct S3Store {
+    /// The bucket (must exist).
+    pub bucket: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Region.
+    pub region: Option<String>,
+    /// S3-compatible endpoint URL (default: AWS).
+    pub endpoint: Option<String>,
+    /// Path-style requests.
+    pub path_style: bool,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: bool,
+    /// Access key id (else `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret access key (else `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// Bound of every call.
+    pub timeout: Duration,
+}
+
+impl S3Store {
+    /// An S3 store on `bucket` with the default prefix and timeout, credentials from the
+    /// environment.
+    pub fn new(bucket: impl Into<String>) -> S3Store {
+        S3Store {
+            bucket: bucket.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            region: None,
+            endpoint: None,
+            path_style: false,
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `store { deleteexpired, cleanupinterval }`: what happens to expired JWTs (every backend).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiryConfig {
+    /// Delete expired JWTs from the store (off by default: nothing is deleted silently).
+    pub delete_expired: bool,
+    /// How often expired JWTs are looked for (Go: `cleanupinterval`, ms; 0 = 1 minute).
+    pub cleanup_interval: Duration,
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> Self {
+        ExpiryConfig {
+            delete_expired: false,
+            cleanup_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Reads a `store { … }` block: the backend, then the expiry keys every backend shares.
+pub(super) fn read(m: &Block<'_>) -> Result<(StoreConfig, ExpiryConfig), ConfigError> {
+    let mut expiry = ExpiryConfig::default();
+    set(
+        &mut expiry.delete_expired,
+        Reader::boolean(m, "deleteexpired")?,
+    );
+    if let Some(d) = Reader::millis(m, "cleanupinterval")? {
+        expiry.cleanup_interval = if d.is_zero() {
+            Duration::from_secs(60)
+        } else {
+            d
+        };
+    }
+    let store = match chosen_type(m)?.as_str() {
+        "dir" | "directory" => StoreConfig::Dir(read_dir(m)?),
+        "memory" | "mem" => StoreConfig::Memory,
+        "nsc" => StoreConfig::Nsc(NscStore {
+            folder: Reader::path(m, "nsc")?.ok_or_else(|| {
+                ConfigError::Invalid(
+                    "store type nsc needs store.nsc (the nsc operator folder)".into(),
+                )
+            })?,
+        }),
+        "redis" => StoreConfig::Redis(read_redis(m)?),
+        "s3" => StoreConfig::S3(read_s3(m)?),
+        other => {
+            let v = m.get("type").expect("the type key was read");
+            return Err(Reader::err(
+                "store.type",
+                v,
+                &format!("unknown store type {other:?} (expected dir, memory, nsc, redis or s3)"),
+            ));
+        }
+    };
+    m.set_unread_hint(format!("not an option of a {} store", store.type_name()));
+    Ok((store, expiry))
+}
+
+/// `type`, else `nsc` when the block names an nsc folder (the Go server's way), else `dir`.
+fn chosen_type(m: &Block<'_>) -> Result<String, ConfigError> {
+    if let Some(kind) = Reader::string(m, "type")? {
+        return Ok(kind.to_ascii_lowercase());
+    }
+    Ok(if m.has("nsc") { "nsc" } else { "dir" }.to_owned())
+}
+
+fn read_dir(m: &Block<'_>) -> Result<DirStore, ConfigError> {
+    let mut d = DirStore::new("./data");
+    if let Some(dir) = Reader::string(m, "dir")? {
+        if dir.is_empty() {
+            return Err(ConfigError::Invalid("store directory is required".into()));
+        }
+        d.dir = PathBuf::from(dir);
+    }
+    set(&mut d.shard, Reader::boolean(m, "shard")?);
+    set(&mut d.read_only, Reader::boolean(m, "readonly")?);
+    Ok(d)
+}
+
+fn read_tls(m: &Block<'_>) -> Result<StoreTls, ConfigError> {
+    let Some(ref tls) = Reader::block(m, "tls")? else {
+        return Ok(StoreTls::default());
+    };
+    let files = StoreTls {
+        ca: Reader::path(tls, "ca")?,
+        cert: Reader::path(tls, "cert")?,
+        key: Reader::path(tls, "key")?,
+    };
+    if files.cert.is_some() != files.key.is_some() {
+        return Err(ConfigError::Invalid(
+            "store.tls needs both cert and key for a client certificate".into(),
+        ));
+    }
+    Ok(files)
+}
+
+fn read_redis(m: &Block<'_>) -> Result<RedisStore, ConfigError> {
+    let url = Reader::string(m, "url")?
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            ConfigError::Invalid("store type redis needs store.url (redis://host:6379/)".into())
+        })?;
+    let mut r = RedisStore::new(url);
+    r.tls = read_tls(m)?;
+    set(&mut r.prefix, Reader::string(m, "prefix")?);
+    set(&mut r.timeout, Reader::millis(m, "timeout")?);
+    Ok(r)
+}
+
+fn read_s3(m: &Block<'_>) -> Result<S3Store, ConfigError> {
+    let non_empty = |key: &str| -> Result<Option<String>, ConfigError> {
+        Ok(Reader::string(m, key)?.filter(|v| !v.is_empty()))
+    };
+    let bucket = non_empty("bucket")?
+        .ok_or_else(|| ConfigError::Invalid("store type s3 needs store.bucket".into()))?;
+    let mut s = S3Store::new(bucket);
+    set(&mut s.prefix, Reader::string(m, "prefix")?);
+    set(&mut s.timeout, Reader::millis(m, "timeout")?);
+    s.region = non_empty("region")?;
+    s.endpoint = non_empty("endpoint")?;
+    set(&mut s.path_style, Reader::boolean(m, "pathstyle")?);
+    set(&mut s.allow_http, Reader::boolean(m, "allowhttp")?);
+    s.access_key_id = non_empty("accesskeyid")?;
+    s.secret_access_key = non_empty("secretaccesskey")?;
+    Ok(s)
+}
