@@ -29,6 +29,8 @@ pub mod fault;
 pub mod memory;
 pub mod nsc;
 pub mod order;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod redis;
 pub mod s3;
 
