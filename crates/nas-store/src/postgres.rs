@@ -389,7 +389,10 @@ where
     // Named apart from the pooled sessions, for people (and tests) looking at
     // pg_stat_activity.
     let mut config = config;
-    let name = format!("{} listener", config.get_application_name().unwrap_or("nas-store"));
+    let name = format!(
+        "{} listener",
+        config.get_application_name().unwrap_or("nas-store")
+    );
     config.application_name(name);
     let connector: Connector = Arc::new(move || {
         let (config, tls) = (config.clone(), tls.clone());
@@ -571,9 +574,12 @@ impl PostgresBackend {
                 .transaction()
                 .await
                 .map_err(|e| unavailable("schema", e))?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema_lock_key(&sql.prefix)])
-                .await
-                .map_err(|e| unavailable("schema lock", e))?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&schema_lock_key(&sql.prefix)],
+            )
+            .await
+            .map_err(|e| unavailable("schema lock", e))?;
             let version = schema_version(&tx, &sql.prefix, &who).await?;
             if version > SCHEMA_VERSION {
                 return Err(StoreError::Io(format!(
@@ -805,8 +811,15 @@ impl Backend for PostgresBackend {
             .run("put", move |client| {
                 Box::pin(async move {
                     if ns == Namespace::Accounts {
-                        return put_account(client, &sql, &statement, expected, &row, &announcement)
-                            .await;
+                        return put_account(
+                            client,
+                            &sql,
+                            &statement,
+                            expected,
+                            &row,
+                            &announcement,
+                        )
+                        .await;
                     }
                     // Other namespaces have no hash and no announcement: one statement is
                     // the whole compare-and-swap.

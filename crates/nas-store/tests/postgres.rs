@@ -234,9 +234,14 @@ async fn a_terminated_listener_resyncs_and_keeps_announcing() {
     assert_eq!(got, EXTERNAL_RESYNC);
     // …and hears later changes again.
     let t = fixture("account_a.jwt");
-    a.put(Namespace::Accounts, &sub_of(&t), t.clone(), Precondition::Any)
-        .await
-        .unwrap();
+    a.put(
+        Namespace::Accounts,
+        &sub_of(&t),
+        t.clone(),
+        Precondition::Any,
+    )
+    .await
+    .unwrap();
     expect_key(&mut b_changes, &sub_of(&t)).await;
 }
 
@@ -261,8 +266,17 @@ async fn a_store_over_a_terminated_listener_reports_the_missed_change() {
     // The sessions end within moments; the listeners wait at least 200 ms before they
     // reconnect.
     let deadline = std::time::Instant::now() + WAIT;
-    while admin.query_one(listeners, &[]).await.unwrap().get::<_, i64>(0) > 0 {
-        assert!(std::time::Instant::now() < deadline, "the listeners did not end");
+    while admin
+        .query_one(listeners, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listeners did not end"
+        );
         tokio::task::yield_now().await;
     }
     let t = fixture("account_b.jwt");
@@ -270,7 +284,10 @@ async fn a_store_over_a_terminated_listener_reports_the_missed_change() {
         .await
         .unwrap();
     let after: i64 = admin.query_one(listeners, &[]).await.unwrap().get(0);
-    assert_eq!(after, 0, "a listener was back in time to hear it: this test proves nothing");
+    assert_eq!(
+        after, 0,
+        "a listener was back in time to hear it: this test proves nothing"
+    );
     // B reconnects, re-reads the store and reports the change it never heard of.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -318,7 +335,11 @@ async fn every_call_is_bounded_when_the_table_is_locked() {
     }
     lock.rollback().await.unwrap();
     // The sessions that timed out were dropped, not pooled again: the next calls work.
-    let (got, _) = backend.get(Namespace::Accounts, &key).await.unwrap().unwrap();
+    let (got, _) = backend
+        .get(Namespace::Accounts, &key)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, t);
     backend.health().await.unwrap();
 }
@@ -403,10 +424,18 @@ async fn notifications_carry_the_key_not_the_jwt() {
             }
         }
     });
-    client.batch_execute("LISTEN payload_changes").await.unwrap();
+    client
+        .batch_execute("LISTEN payload_changes")
+        .await
+        .unwrap();
     let t = fixture("account_a.jwt");
     backend
-        .put(Namespace::Accounts, &sub_of(&t), t.clone(), Precondition::Any)
+        .put(
+            Namespace::Accounts,
+            &sub_of(&t),
+            t.clone(),
+            Precondition::Any,
+        )
         .await
         .unwrap();
     let (channel, payload) = tokio::time::timeout(WAIT, rx.recv())
@@ -424,13 +453,23 @@ fn options_hide_the_password_and_bad_prefixes_are_refused() {
     let options = options("postgres://nas:s3cret@db.example:5432/nas", "nas");
     let shown = format!("{options:?}");
     assert!(!shown.contains("s3cret"), "{shown}");
-    assert!(shown.contains("postgres://nas:***@db.example:5432/nas"), "{shown}");
+    assert!(
+        shown.contains("postgres://nas:***@db.example:5432/nas"),
+        "{shown}"
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let long = "n".repeat(41);
-    for bad in ["", "Nas", "nas-x", "1nas", "nas\"; DROP TABLE x; --", long.as_str()] {
+    for bad in [
+        "",
+        "Nas",
+        "nas-x",
+        "1nas",
+        "nas\"; DROP TABLE x; --",
+        long.as_str(),
+    ] {
         let opened = runtime.block_on(PostgresBackend::open(PostgresOptions {
             table: bad.to_owned(),
             ..options.clone()

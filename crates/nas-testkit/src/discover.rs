@@ -364,7 +364,7 @@ fn postgres_dirs() -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    debian.sort_by(|a, b| b.0.cmp(&a.0));
+    debian.sort_by_key(|d| std::cmp::Reverse(d.0));
     let mut dirs: Vec<PathBuf> = debian.into_iter().map(|(_, d)| d).collect();
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
@@ -390,7 +390,11 @@ fn discover_postgres() -> Result<PostgresBinaries, MissingDependency> {
             version,
         });
     }
-    let tried: Vec<String> = dirs.iter().take(3).map(|d| d.display().to_string()).collect();
+    let tried: Vec<String> = dirs
+        .iter()
+        .take(3)
+        .map(|d| d.display().to_string())
+        .collect();
     Err(MissingDependency::new(format!(
         "PostgreSQL (initdb and postgres) not found in /usr/lib/postgresql/<version>/bin or on \
          PATH (looked in {}, …); install it with `apt-get install postgresql`, or \
