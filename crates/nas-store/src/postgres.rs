@@ -229,9 +229,18 @@ impl From<tokio_postgres::Error> for Failure {
     }
 }
 
+/// `context` with the server's own message, which the driver's error shows only as "db error".
+fn with_server_message(context: String, e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{context}: {db}"),
+        None => context,
+    }
+}
+
 /// A failed database call, its error kept as the source.
 fn unavailable(context: &str, e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(Cause::of(&format!("postgres: {context}"), e))
+    let context = with_server_message(format!("postgres: {context}"), &e);
+    StoreError::Unavailable(Cause::of(&context, e))
 }
 
 /// The database did not answer within the bound.
@@ -533,23 +542,46 @@ impl PostgresBackend {
     }
 }
 
-/// What the role needs for a step of [`PostgresBackend::migrate`], named when it lacks it.
-fn privilege_error(right: &str, who: &(String, String), e: tokio_postgres::Error) -> StoreError {
-    let (role, schema) = who;
-    let message = format!(
-        "postgres: role {role:?} lacks the {right} (on schema {schema:?}); grant it, or \
-         create the tables once with a role that has it"
-    );
-    StoreError::Unavailable(Cause::of(&message, e))
+/// The role and schema the schema step runs as and in, for messages.
+struct Who {
+    role: String,
+    schema: String,
 }
 
-/// A failed schema step: a missing right is named (decided by SQLSTATE, never by message).
-fn schema_error(right: &str, who: &(String, String), e: tokio_postgres::Error) -> StoreError {
-    if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-        privilege_error(right, who, e)
-    } else {
-        unavailable("schema", e)
+/// A right the role needs for a step of [`PostgresBackend::migrate`], and how to grant it.
+struct Right {
+    what: String,
+    grant: String,
+}
+
+impl Right {
+    fn create(who: &Who) -> Right {
+        Right {
+            what: format!("CREATE privilege on schema {:?}", who.schema),
+            grant: format!("GRANT CREATE ON SCHEMA {:?} TO {:?}", who.schema, who.role),
+        }
     }
+
+    fn select(table: &str, who: &Who) -> Right {
+        Right {
+            what: format!("SELECT privilege on table {table}"),
+            grant: format!("GRANT SELECT ON {table} TO {:?}", who.role),
+        }
+    }
+}
+
+/// A failed schema step: a missing right is named, with the statement that grants it (decided
+/// by SQLSTATE 42501, never by the message text, which depends on the server's language).
+fn schema_error(right: &Right, who: &Who, e: tokio_postgres::Error) -> StoreError {
+    if e.code() != Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        return unavailable("schema", e);
+    }
+    let message = format!(
+        "postgres: role {:?} lacks the {} needed to create or migrate the tables ({}), or \
+         create them once with a role that has it",
+        who.role, right.what, right.grant
+    );
+    StoreError::Unavailable(Cause::of(&with_server_message(message, &e), e))
 }
 
 impl PostgresBackend {
@@ -569,7 +601,10 @@ impl PostgresBackend {
                 )
                 .await
                 .map_err(|e| unavailable("schema", e))?;
-            let who: (String, String) = (row.get(0), row.get(1));
+            let who = Who {
+                role: row.get(0),
+                schema: row.get(1),
+            };
             let tx = client
                 .transaction()
                 .await
@@ -591,7 +626,7 @@ impl PostgresBackend {
             if version < SCHEMA_VERSION {
                 tx.batch_execute(&sql.migrations(version))
                     .await
-                    .map_err(|e| schema_error("CREATE privilege", &who, e))?;
+                    .map_err(|e| schema_error(&Right::create(&who), &who, e))?;
             }
             tx.commit().await.map_err(|e| unavailable("schema", e))
         };
@@ -609,7 +644,7 @@ impl PostgresBackend {
 async fn schema_version(
     tx: &deadpool_postgres::Transaction<'_>,
     prefix: &str,
-    who: &(String, String),
+    who: &Who,
 ) -> Result<i32, StoreError> {
     let table = format!("\"{prefix}_schema\"");
     let exists: bool = tx
@@ -623,7 +658,7 @@ async fn schema_version(
     let row = tx
         .query_opt(&format!("SELECT version FROM {table} WHERE id = 1"), &[])
         .await
-        .map_err(|e| schema_error(&format!("SELECT privilege on {table}"), who, e))?;
+        .map_err(|e| schema_error(&Right::select(&table, who), who, e))?;
     Ok(row.map_or(0, |r| r.get(0)))
 }
 

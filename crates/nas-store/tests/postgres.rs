@@ -357,7 +357,15 @@ async fn schema_rights_are_named_and_not_needed_once_created() {
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("\"nas_user\""), "{text}");
-    assert!(text.contains("lacks the CREATE privilege"), "{text}");
+    assert!(
+        text.contains("lacks the CREATE privilege on schema \"public\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("GRANT CREATE ON SCHEMA \"public\" TO \"nas_user\""),
+        "{text}"
+    );
+    eprintln!("open as a role without CREATE: {text}");
     let StoreError::Unavailable(cause) = &err else {
         panic!("{err:?}")
     };
