@@ -229,10 +229,12 @@ impl From<tokio_postgres::Error> for Failure {
     }
 }
 
-/// `context` with the server's own message, which the driver's error shows only as "db error".
+/// `context` with what the driver's error shows only as its source: the server's own message
+/// (the error itself says "db error") or the cause of a failed connection (a refused
+/// certificate, a refused TCP connection).
 fn with_server_message(context: String, e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{context}: {db}"),
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{context} ({cause})"),
         None => context,
     }
 }

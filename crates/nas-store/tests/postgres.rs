@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use conformance::{fixture, meta, mint, new_account_key, sub_of, xor_of};
 use nas_jwt::{KeyRole, SigningKey};
-use nas_store::postgres::{PostgresBackend, PostgresOptions};
+use nas_store::postgres::{PostgresBackend, PostgresOptions, TlsFiles};
 use nas_store::{Backend, Namespace, Precondition, Store, StoreError, EXTERNAL_RESYNC};
 use nas_testkit::PostgresServer;
 use tokio::sync::broadcast;
@@ -365,7 +365,6 @@ async fn schema_rights_are_named_and_not_needed_once_created() {
         text.contains("GRANT CREATE ON SCHEMA \"public\" TO \"nas_user\""),
         "{text}"
     );
-    eprintln!("open as a role without CREATE: {text}");
     let StoreError::Unavailable(cause) = &err else {
         panic!("{err:?}")
     };
@@ -454,6 +453,74 @@ async fn notifications_carry_the_key_not_the_jwt() {
     let (instance, key) = payload.split_once(' ').unwrap();
     assert_eq!(key, sub_of(&t));
     assert_eq!(instance.len(), 16, "{payload}");
+}
+
+/// A CA and a server certificate for 127.0.0.1, as PEM.
+fn pki() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nas test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn tls_with_a_trusted_ca() {
+    let (ca, cert, key) = pki();
+    let pg = PostgresServer::start_tls(cert.as_bytes(), key.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca).unwrap();
+    let tls_options = |ca: std::path::PathBuf| PostgresOptions {
+        tls: Some(TlsFiles {
+            ca,
+            cert: None,
+            key: None,
+        }),
+        ..options(&format!("{}?sslmode=require", pg.url()), "tls")
+    };
+    let store = Store::new(Arc::new(
+        PostgresBackend::open(tls_options(ca_path)).await.unwrap(),
+    ));
+    let t = fixture("account_a.jwt");
+    store
+        .put_account_if_newer(&sub_of(&t), t.clone(), &meta(&t))
+        .await
+        .unwrap();
+    assert_eq!(store.get_account(&sub_of(&t)).await.unwrap(), Some(t));
+    // Every session of the backend (pooled and listener) is encrypted.
+    let admin = admin(&pg.url()).await;
+    let (encrypted, plain): (i64, i64) = {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+                 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+                 WHERE a.application_name LIKE 'nas-store tls%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(encrypted >= 2, "{encrypted}");
+    assert_eq!(plain, 0);
+    // A server certificate from another CA is refused.
+    let (other_ca, _, _) = pki();
+    let other_path = dir.path().join("other.pem");
+    std::fs::write(&other_path, other_ca).unwrap();
+    let refused = PostgresBackend::open(tls_options(other_path))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused:?}");
 }
 
 #[test]

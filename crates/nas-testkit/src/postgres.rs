@@ -138,6 +138,20 @@ fn initdb(launcher: &(PathBuf, Vec<OsString>), bin: &PostgresBinaries, data: &Pa
     }
 }
 
+/// Writes `dir/name` with mode 0600, owned by the owner of `dir` (the server's user).
+fn write_private(dir: &Path, name: &str, contents: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, contents)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+    let owner =
+        std::fs::metadata(dir).unwrap_or_else(|e| panic!("cannot stat {}: {e}", dir.display()));
+    std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))
+        .unwrap_or_else(|e| panic!("cannot chown {}: {e}", path.display()));
+}
+
 impl PostgresServer {
     /// Runs `initdb` into a temporary directory and starts `postgres` on 127.0.0.1 (TCP only
     /// there; its Unix socket in the temporary directory), waiting (up to 20 s) until it logs
@@ -150,6 +164,29 @@ impl PostgresServer {
     /// Like [`start`](Self::start) with extra `postgres` arguments appended after the
     /// defaults (later ones win), e.g. `["-c", "ssl=on"]`.
     pub fn start_with_args(extra: &[&str]) -> PostgresServer {
+        Self::start_with_files(extra, &[])
+    }
+
+    /// Starts with TLS on (`ssl=on`; plain connections are still accepted): `cert` and `key`
+    /// are the server's PEM certificate (chain) and private key.
+    pub fn start_tls(cert: &[u8], key: &[u8]) -> PostgresServer {
+        Self::start_with_files(
+            &[
+                "-c",
+                "ssl=on",
+                "-c",
+                "ssl_cert_file=server.crt",
+                "-c",
+                "ssl_key_file=server.key",
+            ],
+            &[("server.crt", cert), ("server.key", key)],
+        )
+    }
+
+    /// Like [`start_with_args`](Self::start_with_args), first writing `files` (name,
+    /// contents) into the data directory, readable by the server only (as PostgreSQL demands
+    /// of a key file), so `-c` settings can name them relative to it.
+    pub fn start_with_files(extra: &[&str], files: &[(&str, &[u8])]) -> PostgresServer {
         let bin = require_postgres();
         let dir = tempfile::Builder::new()
             .prefix("nas-testkit-pg-")
@@ -159,6 +196,9 @@ impl PostgresServer {
         let launcher = launcher(&dir_path);
         let data = dir_path.join("data");
         initdb(&launcher, &bin, &data);
+        for (name, contents) in files {
+            write_private(&data, name, contents);
+        }
         let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         let (program, _) = command_line(&launcher, &bin.postgres, Vec::new());
         let args_for = |port: u16| -> Vec<OsString> {
