@@ -11,7 +11,10 @@
 //!   never refuses bytes: [`Store`](crate::Store) validates).
 //! * `<t>_packhash`: one row, the PACK hash (XOR of SHA-256 of every account JWT), kept in the
 //!   same transaction as each account write, so every instance reads one agreed value — the
-//!   same bookkeeping as the Redis backend's write script.
+//!   same bookkeeping as the Redis backend's write script (remove the old value's digest, add
+//!   the new one's). Account writes lock this row first, which serializes them across the
+//!   deployment (a handful of round trips each; account writes are rare) and keeps the digest
+//!   of the replaced value exact; other namespaces are one statement each, without it.
 //! * `<t>_schema`: one row, the schema version. [`PostgresBackend::open`] creates or migrates
 //!   the schema inside a transaction holding an advisory lock, so instances starting together
 //!   do not race; a role without DDL rights can use tables created beforehand.
@@ -31,6 +34,10 @@
 //! budget), pool wait included; a database that is down or slow gives
 //! [`StoreError::Unavailable`]. Pooled connections are checked before reuse, so the pool
 //! recovers by itself after a database restart.
+//!
+//! Needs PostgreSQL 11 or later (`sha256()` in SQL). Tables are created in the first schema of
+//! the role's `search_path` (set another with `options=-c search_path=…` in the URL; the URL's
+//! `options` then replace the default server-side `statement_timeout`, set to the timeout).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +75,7 @@ pub struct TlsFiles {
 #[derive(Clone)]
 pub struct PostgresOptions {
     /// `postgres://user:password@host:port/database?sslmode=…` (or the `key=value` form).
+    /// Shown only with the password redacted.
     pub url: String,
     /// Prefix of the table names (`<table>_entries`, …): lowercase letters, digits and `_`,
     /// starting with a letter or `_`, at most 40 characters.
@@ -92,11 +100,48 @@ impl Default for PostgresOptions {
     }
 }
 
+/// `url` with any password replaced by `***`: in the user part and the `password=` query
+/// parameter of a `postgres://` URL, or the `password=` setting of the `key=value` form.
+fn shown_url(url: &str) -> String {
+    if url.contains("://") {
+        let redacted = crate::redact_url(url);
+        let Some((base, query)) = redacted.split_once('?') else {
+            return redacted;
+        };
+        let query: Vec<&str> = query
+            .split('&')
+            .map(|kv| {
+                if kv.starts_with("password=") {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
+            .collect();
+        return format!("{base}?{}", query.join("&"));
+    }
+    let mut shown = Vec::new();
+    let mut in_quoted_password = false;
+    for word in url.split_whitespace() {
+        if in_quoted_password {
+            // The rest of a quoted password that held spaces.
+            in_quoted_password = !word.ends_with('\'');
+        } else if let Some(value) = word.strip_prefix("password=") {
+            shown.push("password=***");
+            in_quoted_password =
+                value.starts_with('\'') && (value.len() == 1 || !value.ends_with('\''));
+        } else {
+            shown.push(word);
+        }
+    }
+    shown.join(" ")
+}
+
 /// Shows the URL with its password replaced by `***`.
 impl std::fmt::Debug for PostgresOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresOptions")
-            .field("url", &crate::redact_url(&self.url))
+            .field("url", &shown_url(&self.url))
             .field("table", &self.table)
             .field("pool", &self.pool)
             .field("timeout", &self.timeout)
@@ -311,7 +356,7 @@ fn pg_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, StoreE
     let mut config: tokio_postgres::Config = options.url.parse().map_err(|e| {
         StoreError::Io(format!(
             "invalid postgres URL {}: {e}",
-            crate::redact_url(&options.url)
+            shown_url(&options.url)
         ))
     })?;
     if config.get_connect_timeout().is_none() {
@@ -397,15 +442,25 @@ where
         .recycle_timeout(bound)
         .build()
         .map_err(|e| StoreError::Io(format!("postgres pool: {e}")))?;
-    // Named apart from the pooled sessions, for people (and tests) looking at
-    // pg_stat_activity.
-    let mut config = config;
+    let connector = listener_connector(config, tls);
+    Ok((pool, connector))
+}
+
+/// Opens the listener's sessions: the pool's settings, under a name of its own (for people,
+/// and tests, looking at `pg_stat_activity`).
+fn listener_connector<T>(mut config: tokio_postgres::Config, tls: T) -> Connector
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
     let name = format!(
         "{} listener",
         config.get_application_name().unwrap_or("nas-store")
     );
     config.application_name(name);
-    let connector: Connector = Arc::new(move || {
+    Arc::new(move || {
         let (config, tls) = (config.clone(), tls.clone());
         Box::pin(async move {
             let (client, mut connection) = config.connect(tls).await?;
@@ -421,8 +476,7 @@ where
             });
             Ok((client, rx))
         })
-    });
-    Ok((pool, connector))
+    })
 }
 
 /// A random id for this backend instance (in its notifications).

@@ -532,6 +532,30 @@ fn options_hide_the_password_and_bad_prefixes_are_refused() {
         shown.contains("postgres://nas:***@db.example:5432/nas"),
         "{shown}"
     );
+    for (url, shown) in [
+        (
+            "postgres://nas:s3cret@db/nas?sslmode=require&password=s3cret",
+            "postgres://nas:***@db/nas?sslmode=require&password=***",
+        ),
+        (
+            "host=db user=nas password=s3cret dbname=nas",
+            "host=db user=nas password=*** dbname=nas",
+        ),
+        (
+            "host=db password='s3cret with spaces' dbname=nas",
+            "host=db password=*** dbname=nas",
+        ),
+    ] {
+        let shown_now = format!(
+            "{:?}",
+            PostgresOptions {
+                url: url.to_owned(),
+                ..PostgresOptions::default()
+            }
+        );
+        assert!(shown_now.contains(shown), "{shown_now}");
+        assert!(!shown_now.contains("s3cret"), "{shown_now}");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
