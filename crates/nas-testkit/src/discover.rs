@@ -373,8 +373,12 @@ fn postgres_dirs() -> Vec<PathBuf> {
 }
 
 fn discover_postgres() -> Result<PostgresBinaries, MissingDependency> {
-    let dirs = postgres_dirs();
-    for dir in &dirs {
+    postgres_in(&postgres_dirs())
+}
+
+/// The first of `dirs` holding both programs.
+fn postgres_in(dirs: &[PathBuf]) -> Result<PostgresBinaries, MissingDependency> {
+    for dir in dirs {
         let (initdb, postgres) = (dir.join("initdb"), dir.join("postgres"));
         if !initdb.is_file() || !postgres.is_file() {
             continue;
@@ -485,6 +489,16 @@ mod tests {
     fn repo_root_holds_the_workspace() {
         assert!(repo_root().join("Cargo.toml").is_file());
         assert!(repo_root().join("crates").join("nas-testkit").is_dir());
+    }
+
+    #[test]
+    fn missing_postgres_names_the_package() {
+        let err = postgres_in(&[PathBuf::from("/nonexistent/bin")]).expect_err("must fail");
+        assert!(
+            err.message().contains("apt-get install postgresql"),
+            "{err}"
+        );
+        assert!(err.message().contains("/nonexistent/bin"), "{err}");
     }
 
     #[test]
