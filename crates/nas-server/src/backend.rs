@@ -16,6 +16,7 @@ pub async fn open_backend(store: &StoreConfig) -> Result<Arc<dyn Backend>, Start
         StoreConfig::Nsc(n) => Arc::new(nas_store::nsc::NscBackend::open(&n.folder)?),
         StoreConfig::Redis(r) => open_redis(r).await?,
         StoreConfig::S3(s) => open_s3(s).await?,
+        StoreConfig::Postgres(p) => open_postgres(p).await?,
     })
 }
 
@@ -114,5 +115,32 @@ async fn open_s3(_: &crate::config::S3Store) -> Result<Arc<dyn Backend>, StartEr
     Err(StartError::NotBuilt {
         store: "s3",
         feature: "s3",
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(p: &crate::config::PostgresStore) -> Result<Arc<dyn Backend>, StartError> {
+    let tls = p.tls.ca.clone().map(|ca| nas_store::postgres::TlsFiles {
+        ca,
+        cert: p.tls.cert.clone(),
+        key: p.tls.key.clone(),
+    });
+    let options = nas_store::postgres::PostgresOptions {
+        url: p.url.clone(),
+        table: p.table.clone(),
+        pool: p.pool,
+        timeout: p.timeout,
+        tls,
+    };
+    Ok(Arc::new(
+        nas_store::postgres::PostgresBackend::open(options).await?,
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_: &crate::config::PostgresStore) -> Result<Arc<dyn Backend>, StartError> {
+    Err(StartError::NotBuilt {
+        store: "postgres",
+        feature: "postgres",
     })
 }

@@ -29,6 +29,8 @@ pub mod fault;
 pub mod memory;
 pub mod nsc;
 pub mod order;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "s3")]
@@ -557,6 +559,43 @@ fn check_hash_id(key: &str) -> Result<(), StoreError> {
             key: key.to_owned(),
         })
     }
+}
+
+/// A PostgreSQL connection string with any password replaced by `***`: in the user part and the `password=` query
+/// parameter of a `postgres://` URL, or the `password=` setting of the `key=value` form.
+pub fn redact_dsn(url: &str) -> String {
+    if url.contains("://") {
+        let redacted = crate::redact_url(url);
+        let Some((base, query)) = redacted.split_once('?') else {
+            return redacted;
+        };
+        let query: Vec<&str> = query
+            .split('&')
+            .map(|kv| {
+                if kv.starts_with("password=") {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
+            .collect();
+        return format!("{base}?{}", query.join("&"));
+    }
+    let mut shown = Vec::new();
+    let mut in_quoted_password = false;
+    for word in url.split_whitespace() {
+        if in_quoted_password {
+            // The rest of a quoted password that held spaces.
+            in_quoted_password = !word.ends_with('\'');
+        } else if let Some(value) = word.strip_prefix("password=") {
+            shown.push("password=***");
+            in_quoted_password =
+                value.starts_with('\'') && (value.len() == 1 || !value.ends_with('\''));
+        } else {
+            shown.push(word);
+        }
+    }
+    shown.join(" ")
 }
 
 /// `url` with any password replaced by `***` (`redis://:pw@host` → `redis://:***@host`), for

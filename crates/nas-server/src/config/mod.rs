@@ -7,7 +7,9 @@ use std::time::Duration;
 use nas_conf::{Map, Spanned, Value};
 
 mod store;
-pub use store::{DirStore, ExpiryConfig, NscStore, RedisStore, S3Store, StoreConfig, StoreTls};
+pub use store::{
+    DirStore, ExpiryConfig, NscStore, PostgresStore, RedisStore, S3Store, StoreConfig, StoreTls,
+};
 
 /// A configuration error, naming the key and where it is.
 #[derive(Debug, thiserror::Error)]

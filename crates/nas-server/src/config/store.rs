@@ -30,6 +30,8 @@ pub enum StoreConfig {
     Redis(RedisStore),
     /// An S3-compatible bucket, shared by several instances.
     S3(S3Store),
+    /// PostgreSQL, shared by several instances.
+    Postgres(PostgresStore),
 }
 
 impl Default for StoreConfig {
@@ -47,6 +49,7 @@ impl StoreConfig {
             StoreConfig::Nsc(_) => "nsc",
             StoreConfig::Redis(_) => "redis",
             StoreConfig::S3(_) => "s3",
+            StoreConfig::Postgres(_) => "postgres",
         }
     }
 
@@ -67,6 +70,11 @@ impl StoreConfig {
                 if d.read_only { ", read-only" } else { "" }
             ),
             StoreConfig::Nsc(n) => format!("nsc folder {}, read-only", n.folder.display()),
+            StoreConfig::Postgres(p) => format!(
+                "postgres {} tables {}_*",
+                nas_store::redact_dsn(&p.url),
+                p.table
+            ),
         }
     }
 }
@@ -208,6 +216,46 @@ impl std::fmt::Debug for S3Store {
     }
 }
 
+/// A PostgreSQL store. `Debug` redacts the password in the URL.
+#[derive(Clone, PartialEq)]
+pub struct PostgresStore {
+    /// `postgres://user:password@host:port/database` (or the `key=value` form).
+    pub url: String,
+    /// Prefix of the table names (`<table>_entries`, …).
+    pub table: String,
+    /// Most pooled connections (the change listener holds one more).
+    pub pool: usize,
+    /// Bound of every call, the wait for a pooled connection included.
+    pub timeout: Duration,
+    /// Client TLS; without `ca` the connection is not encrypted.
+    pub tls: StoreTls,
+}
+
+impl PostgresStore {
+    /// A PostgreSQL store at `url` with the default tables, pool and timeout.
+    pub fn new(url: impl Into<String>) -> PostgresStore {
+        PostgresStore {
+            url: url.into(),
+            table: "nas".to_owned(),
+            pool: 8,
+            timeout: DEFAULT_TIMEOUT,
+            tls: StoreTls::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &nas_store::redact_dsn(&self.url))
+            .field("table", &self.table)
+            .field("pool", &self.pool)
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
 /// `store { deleteexpired, cleanupinterval }`: what happens to expired JWTs (every backend).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpiryConfig {
@@ -252,12 +300,13 @@ pub(super) fn read(m: &Block<'_>) -> Result<(StoreConfig, ExpiryConfig), ConfigE
         }),
         "redis" => StoreConfig::Redis(read_redis(m)?),
         "s3" => StoreConfig::S3(read_s3(m)?),
+        "postgres" | "postgresql" => StoreConfig::Postgres(read_postgres(m)?),
         other => {
             let v = m.get("type").expect("the type key was read");
             return Err(Reader::err(
                 "store.type",
                 v,
-                &format!("unknown store type {other:?} (expected dir, memory, nsc, redis or s3)"),
+                &format!("unknown store type {other:?} (expected dir, memory, nsc, redis, s3 or postgres)"),
             ));
         }
     };
@@ -332,4 +381,27 @@ fn read_s3(m: &Block<'_>) -> Result<S3Store, ConfigError> {
     s.access_key_id = non_empty("accesskeyid")?;
     s.secret_access_key = non_empty("secretaccesskey")?;
     Ok(s)
+}
+
+fn read_postgres(m: &Block<'_>) -> Result<PostgresStore, ConfigError> {
+    let url = Reader::string(m, "url")?
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            ConfigError::Invalid(
+                "store type postgres needs store.url (postgres://user@host:5432/db)".into(),
+            )
+        })?;
+    let mut p = PostgresStore::new(url);
+    set(&mut p.table, Reader::string(m, "table")?);
+    if let Some(n) = Reader::int(m, "pool")? {
+        p.pool = usize::try_from(n).unwrap_or(1).max(1);
+    }
+    set(&mut p.timeout, Reader::millis(m, "timeout")?);
+    p.tls = read_tls(m)?;
+    if p.tls.ca.is_none() && p.tls.cert.is_some() {
+        return Err(ConfigError::Invalid(
+            "store.tls for postgres needs ca (the CA the server's certificate chains to)".into(),
+        ));
+    }
+    Ok(p)
 }
