@@ -204,74 +204,90 @@ fn client_for(url: &str, tls: &RedisTls) -> Result<redis::Client, StoreError> {
     }
 }
 
+/// The URLs of `options.url` (comma-separated, several only in cluster mode), after the checks
+/// that need no connection.
+fn checked_urls(options: &RedisOptions) -> Result<Vec<String>, StoreError> {
+    if options.prefix.contains(['{', '}']) {
+        return Err(StoreError::Config(Cause::new(format!(
+            "redis key prefix {:?} must not contain braces (they would change the hash tag)",
+            options.prefix
+        ))));
+    }
+    let urls: Vec<String> = options
+        .url
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err(StoreError::Config(Cause::new("no redis URL")));
+    }
+    if urls.len() > 1 && !options.cluster {
+        return Err(StoreError::Config(Cause::new(format!(
+            "several redis URLs ({}) need cluster mode",
+            crate::redact_url(&options.url)
+        ))));
+    }
+    Ok(urls)
+}
+
+/// The command connection (a cluster client, or a connection manager that reconnects by
+/// itself), failing if Redis does not answer within `bound`.
+async fn connect(
+    options: &RedisOptions,
+    urls: &[String],
+    first: &redis::Client,
+    bound: Duration,
+) -> Result<Conn, StoreError> {
+    let shown = crate::redact_url(&options.url);
+    let no_answer = || no_answer(format!("no answer from {shown} within {bound:?}"));
+    if options.cluster {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+            .connection_timeout(options.timeout)
+            .response_timeout(options.timeout)
+            .retries(1);
+        if !options.tls.is_empty() {
+            builder = builder.certs(options.tls.certificates());
+        }
+        let client = builder
+            .build()
+            .map_err(|e| StoreError::Config(Cause::of("invalid redis cluster URLs", e)))?;
+        let conn = tokio::time::timeout(bound, client.get_async_connection())
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(unavailable)?;
+        return Ok(Conn::Cluster(conn));
+    }
+    // One plain attempt first: the manager retries a refused TLS handshake until the bound,
+    // which would hide the reason (an unknown CA) behind "no answer".
+    tokio::time::timeout(bound, first.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| no_answer())?
+        .map_err(unavailable)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(options.timeout)
+        .set_response_timeout(options.timeout)
+        .set_number_of_retries(1);
+    let conn = tokio::time::timeout(bound, first.get_connection_manager_with_config(config))
+        .await
+        .map_err(|_| no_answer())?
+        .map_err(unavailable)?;
+    Ok(Conn::Single(conn))
+}
+
 impl RedisBackend {
     /// Connects (failing if Redis does not answer within the timeout) and subscribes to other
     /// instances' changes (waiting for the subscription up to the timeout, so a change made
     /// right after `open` returns is heard).
     pub async fn open(options: RedisOptions) -> Result<RedisBackend, StoreError> {
-        if options.prefix.contains(['{', '}']) {
-            return Err(StoreError::Config(Cause::new(format!(
-                "redis key prefix {:?} must not contain braces (they would change the hash tag)",
-                options.prefix
-            ))));
-        }
-        let urls: Vec<String> = options
-            .url
-            .split(',')
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())
-            .collect();
-        if urls.is_empty() {
-            return Err(StoreError::Config(Cause::new("no redis URL")));
-        }
-        if urls.len() > 1 && !options.cluster {
-            return Err(StoreError::Config(Cause::new(format!(
-                "several redis URLs ({}) need cluster mode",
-                crate::redact_url(&options.url)
-            ))));
-        }
+        let urls = checked_urls(&options)?;
         // Every URL is checked now, so a typo is a startup error, not an outage.
         let clients = urls
             .iter()
             .map(|u| client_for(u, &options.tls))
             .collect::<Result<Vec<_>, _>>()?;
         let bound = options.timeout * 2;
-        let shown = crate::redact_url(&options.url);
-        let no_answer = || no_answer(format!("no answer from {shown} within {bound:?}"));
-        let conn = if options.cluster {
-            let mut builder = redis::cluster::ClusterClientBuilder::new(urls.clone())
-                .connection_timeout(options.timeout)
-                .response_timeout(options.timeout)
-                .retries(1);
-            if !options.tls.is_empty() {
-                builder = builder.certs(options.tls.certificates());
-            }
-            let client = builder
-                .build()
-                .map_err(|e| StoreError::Config(Cause::of("invalid redis cluster URLs", e)))?;
-            let conn = tokio::time::timeout(bound, client.get_async_connection())
-                .await
-                .map_err(|_| no_answer())?
-                .map_err(unavailable)?;
-            Conn::Cluster(conn)
-        } else {
-            // One plain attempt first: the manager retries a refused TLS handshake until the
-            // bound, which would hide the reason (an unknown CA) behind "no answer".
-            tokio::time::timeout(bound, clients[0].get_multiplexed_async_connection())
-                .await
-                .map_err(|_| no_answer())?
-                .map_err(unavailable)?;
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(options.timeout)
-                .set_response_timeout(options.timeout)
-                .set_number_of_retries(1);
-            let conn =
-                tokio::time::timeout(bound, clients[0].get_connection_manager_with_config(config))
-                    .await
-                    .map_err(|_| no_answer())?
-                    .map_err(unavailable)?;
-            Conn::Single(conn)
-        };
+        let conn = connect(&options, &urls, &clients[0], bound).await?;
         let (changes, _) = broadcast::channel(4096);
         let instance = data_encoding::HEXLOWER.encode(
             &Sha256::digest(format!(

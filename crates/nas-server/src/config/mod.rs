@@ -514,97 +514,22 @@ impl Config {
         }
 
         if let Some(ref m) = Reader::block(root, "logging")? {
-            let l = &mut c.logging;
-            set(&mut l.time, Reader::boolean(m, "time")?);
-            set(&mut l.debug, Reader::boolean(m, "debug")?);
-            set(&mut l.trace, Reader::boolean(m, "trace")?);
-            set(&mut l.colors, Reader::boolean(m, "colors")?);
-            set(&mut l.pid, Reader::boolean(m, "pid")?);
-            set(&mut l.json, Reader::boolean(m, "json")?);
+            read_logging(m, &mut c.logging)?;
         }
         if let Some(ref m) = Reader::block(root, "http")? {
-            let h = &mut c.http;
-            set(&mut h.host, Reader::string(m, "host")?);
-            if let Some(port) = Reader::int(m, "port")? {
-                h.port = u16::try_from(port).map_err(|_| {
-                    Reader::err(
-                        "http.port",
-                        m.get("port").expect("present"),
-                        "not a port number",
-                    )
-                })?;
-            }
-            set(&mut h.read_timeout, Reader::millis(m, "readtimeout")?);
-            set(&mut h.write_timeout, Reader::millis(m, "writetimeout")?);
-            h.idle_timeout = Reader::millis(m, "idletimeout")?.or(h.idle_timeout);
-            set(
-                &mut h.shutdown_timeout,
-                Reader::millis(m, "shutdowntimeout")?,
-            );
-            if let Some(n) = Reader::int(m, "maxconnections")? {
-                h.max_connections = usize::try_from(n).unwrap_or(1).max(1);
-            }
-            if let Some(n) = Reader::int(m, "maxkeepaliverequests")? {
-                h.max_keepalive_requests = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
-            }
-            if let Some(limit) = Reader::int(m, "bodylimit")? {
-                h.body_limit = usize::try_from(limit)
-                    .unwrap_or(0)
-                    .clamp(1, nas_jwt::MAX_TOKEN_BYTES + 2);
-            }
-            if let Some(w) = Reader::int(m, "workers")? {
-                h.workers = usize::try_from(w).unwrap_or(0);
-            }
-            if let Some(ref tls) = Reader::block(m, "tls")? {
-                if let Some(root) = tls.get("root") {
-                    tls.warn(format!(
-                        "{}: http.tls.root is ignored: this server does not ask clients for certificates",
-                        root.pos
-                    ));
-                }
-                h.tls_cert = Reader::path(tls, "cert")?;
-                h.tls_key = Reader::path(tls, "key")?;
-            }
+            read_http(m, &mut c.http)?;
         }
         if let Some(ref m) = Reader::block(root, "nats")? {
-            let n = &mut c.nats;
-            set(&mut n.servers, Reader::strings(m, "servers")?);
-            set(&mut n.connect_timeout, Reader::millis(m, "connecttimeout")?);
-            set(&mut n.reconnect_wait, Reader::millis(m, "reconnectwait")?);
-            set(&mut n.max_reconnects, Reader::int(m, "maxreconnects")?);
-            n.user_credentials = Reader::path(m, "usercredentials")?;
-            set(&mut n.allow_delete, Reader::boolean(m, "allowdelete")?);
-            set(
-                &mut n.lookup_miss_reply,
-                Reader::boolean(m, "lookupmissreply")?,
-            );
-            if let Some(d) = Reader::millis(m, "packinterval")? {
-                n.pack_interval = (!d.is_zero()).then_some(d);
-            }
-            set(&mut n.name, Reader::string(m, "name")?);
-            if let Some(ref tls) = Reader::block(m, "tls")? {
-                n.tls_root = Reader::path(tls, "root")?;
-                n.tls_cert = Reader::path(tls, "cert")?;
-                n.tls_key = Reader::path(tls, "key")?;
-            }
+            read_nats(m, &mut c.nats)?;
         }
         if let Some(ref m) = Reader::block(root, "store")? {
             (c.store, c.expiry) = store::read(m)?;
         }
         if let Some(ref m) = Reader::block(root, "cache")? {
-            if let Some(n) = Reader::int(m, "maxentries")? {
-                c.cache.max_entries = u64::try_from(n).unwrap_or(0).max(1);
-            }
-            c.cache.ttl = Reader::millis(m, "ttl")?.filter(|d| !d.is_zero());
-            set(&mut c.cache.negative_ttl, Reader::millis(m, "negativettl")?);
-            set(&mut c.cache.max_stale, Reader::millis(m, "maxstale")?);
+            read_cache(m, &mut c.cache)?;
         }
         if let Some(ref m) = Reader::block(root, "metrics")? {
-            c.metrics.listen = Reader::string(m, "listen")?.filter(|s| !s.is_empty());
-            set(
-                &mut c.metrics.on_main_listener,
-                Reader::boolean(m, "onmainlistener")?,
-            );
+            read_metrics(m, &mut c.metrics)?;
         }
         c.validate()?;
         Ok(c)
@@ -634,6 +559,108 @@ impl Config {
         };
         format!("{host}:{}", self.http.port)
     }
+}
+
+/// `logging { … }`.
+fn read_logging(m: &Block<'_>, l: &mut LoggingConfig) -> Result<(), ConfigError> {
+    set(&mut l.time, Reader::boolean(m, "time")?);
+    set(&mut l.debug, Reader::boolean(m, "debug")?);
+    set(&mut l.trace, Reader::boolean(m, "trace")?);
+    set(&mut l.colors, Reader::boolean(m, "colors")?);
+    set(&mut l.pid, Reader::boolean(m, "pid")?);
+    set(&mut l.json, Reader::boolean(m, "json")?);
+    Ok(())
+}
+
+/// `http { … }`.
+fn read_http(m: &Block<'_>, h: &mut HttpConfig) -> Result<(), ConfigError> {
+    set(&mut h.host, Reader::string(m, "host")?);
+    if let Some(port) = Reader::int(m, "port")? {
+        h.port = u16::try_from(port).map_err(|_| {
+            Reader::err(
+                "http.port",
+                m.get("port").expect("present"),
+                "not a port number",
+            )
+        })?;
+    }
+    set(&mut h.read_timeout, Reader::millis(m, "readtimeout")?);
+    set(&mut h.write_timeout, Reader::millis(m, "writetimeout")?);
+    h.idle_timeout = Reader::millis(m, "idletimeout")?.or(h.idle_timeout);
+    set(
+        &mut h.shutdown_timeout,
+        Reader::millis(m, "shutdowntimeout")?,
+    );
+    if let Some(n) = Reader::int(m, "maxconnections")? {
+        h.max_connections = usize::try_from(n).unwrap_or(1).max(1);
+    }
+    if let Some(n) = Reader::int(m, "maxkeepaliverequests")? {
+        h.max_keepalive_requests = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    }
+    if let Some(limit) = Reader::int(m, "bodylimit")? {
+        h.body_limit = usize::try_from(limit)
+            .unwrap_or(0)
+            .clamp(1, nas_jwt::MAX_TOKEN_BYTES + 2);
+    }
+    if let Some(w) = Reader::int(m, "workers")? {
+        h.workers = usize::try_from(w).unwrap_or(0);
+    }
+    if let Some(ref tls) = Reader::block(m, "tls")? {
+        if let Some(root) = tls.get("root") {
+            tls.warn(format!(
+                "{}: http.tls.root is ignored: this server does not ask clients for certificates",
+                root.pos
+            ));
+        }
+        h.tls_cert = Reader::path(tls, "cert")?;
+        h.tls_key = Reader::path(tls, "key")?;
+    }
+    Ok(())
+}
+
+/// `nats { … }`.
+fn read_nats(m: &Block<'_>, n: &mut NatsConfig) -> Result<(), ConfigError> {
+    set(&mut n.servers, Reader::strings(m, "servers")?);
+    set(&mut n.connect_timeout, Reader::millis(m, "connecttimeout")?);
+    set(&mut n.reconnect_wait, Reader::millis(m, "reconnectwait")?);
+    set(&mut n.max_reconnects, Reader::int(m, "maxreconnects")?);
+    n.user_credentials = Reader::path(m, "usercredentials")?;
+    set(&mut n.allow_delete, Reader::boolean(m, "allowdelete")?);
+    set(
+        &mut n.lookup_miss_reply,
+        Reader::boolean(m, "lookupmissreply")?,
+    );
+    if let Some(d) = Reader::millis(m, "packinterval")? {
+        n.pack_interval = (!d.is_zero()).then_some(d);
+    }
+    set(&mut n.name, Reader::string(m, "name")?);
+    if let Some(ref tls) = Reader::block(m, "tls")? {
+        n.tls_root = Reader::path(tls, "root")?;
+        n.tls_cert = Reader::path(tls, "cert")?;
+        n.tls_key = Reader::path(tls, "key")?;
+    }
+    Ok(())
+}
+
+/// `cache { … }`.
+fn read_cache(m: &Block<'_>, cache: &mut CacheConfig) -> Result<(), ConfigError> {
+    if let Some(n) = Reader::int(m, "maxentries")? {
+        cache.max_entries = u64::try_from(n).unwrap_or(0).max(1);
+    }
+    cache.ttl = Reader::millis(m, "ttl")?.filter(|d| !d.is_zero());
+    set(&mut cache.negative_ttl, Reader::millis(m, "negativettl")?);
+    set(&mut cache.max_stale, Reader::millis(m, "maxstale")?);
+    Ok(())
+}
+
+/// `metrics { … }`.
+fn read_metrics(m: &Block<'_>, metrics: &mut MetricsConfig) -> Result<(), ConfigError> {
+    metrics.listen = Reader::string(m, "listen")?.filter(|s| !s.is_empty());
+    set(
+        &mut metrics.on_main_listener,
+        Reader::boolean(m, "onmainlistener")?,
+    );
+    Ok(())
 }
 
 #[cfg(test)]
