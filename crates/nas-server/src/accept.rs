@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nas_jwt::{JwtError, KeyRole, OperatorTrust, PublicKey, VerifyError, MAX_TOKEN_BYTES};
+use nas_jwt::{
+    is_valid_public_key, JwtError, KeyRole, OperatorTrust, VerifyError, MAX_TOKEN_BYTES,
+};
 use nas_store::{PutOutcome, Store, StoreError, TokenMeta};
 
 use crate::cache::{Served, VerifiedCache};
@@ -216,51 +218,16 @@ impl Accepter {
                 },
                 other => AcceptError::Malformed(other),
             })?;
-        if let Some(key) = key {
-            if claims.sub != key {
-                return Err(AcceptError::KeyMismatch {
-                    key: key.to_owned(),
-                    sub: claims.sub,
-                });
-            }
-        }
-        if PublicKey::parse_role(&claims.sub, KeyRole::Account).is_err() {
-            return Err(AcceptError::SubjectNotAccount);
-        }
-        let issuer_role = PublicKey::parse(&claims.iss).map(|k| k.role()).ok();
-        if issuer_role != Some(KeyRole::Operator) {
-            return Err(if claims.iss == claims.sub {
-                AcceptError::SelfSigned
-            } else {
-                AcceptError::IssuerNotOperator
-            });
-        }
+        check_subject_and_issuer(key, &claims)?;
         let Some(trust) = &self.trust else {
             return Err(AcceptError::NoOperator);
         };
         // One parse and one signature check (against `iss`, now known to be trusted or
         // refused just below): the trust and validation rules run on the decoded claims.
-        let result = trust
+        trust
             .check_account_claims(&claims, Some(now))
-            .map(|()| nas_jwt::VerifiedAccount { token, claims });
-        match result {
-            Ok(verified) => Ok(verified),
-            Err(VerifyError::StrictIdentityKey) => Err(AcceptError::StrictIdentityKey),
-            Err(VerifyError::Untrusted(iss)) => Err(AcceptError::Untrusted(iss)),
-            Err(VerifyError::SelfSigned) => Err(AcceptError::SelfSigned),
-            Err(VerifyError::Invalid(issue)) => Err(AcceptError::Invalid(vec![issue])),
-            Err(e @ (VerifyError::Expired { .. } | VerifyError::NotYetValid { .. })) => {
-                Err(AcceptError::Invalid(vec![e.to_string()]))
-            }
-            Err(VerifyError::Decode(e)) => Err(AcceptError::Malformed(e)),
-            Err(VerifyError::SubjectNotAccount(_)) => Err(AcceptError::SubjectNotAccount),
-            Err(VerifyError::SubjectMismatch { expected, found }) => {
-                Err(AcceptError::KeyMismatch {
-                    key: expected,
-                    sub: found,
-                })
-            }
-        }
+            .map(|()| nas_jwt::VerifiedAccount { token, claims })
+            .map_err(AcceptError::from)
     }
 
     /// Verifies and stores an account JWT arriving on `path`.
@@ -358,7 +325,7 @@ fn reject_foreign_operator(trust: &OperatorTrust, body: &[u8]) -> Result<(), Acc
     let Some(iss) = payload.get("iss").and_then(|v| v.as_str()) else {
         return Ok(());
     };
-    let is_operator = PublicKey::parse(iss).is_ok_and(|k| k.role() == KeyRole::Operator);
+    let is_operator = is_valid_public_key(iss, KeyRole::Operator);
     if is_operator && !trust.is_operator_key(iss) {
         return Err(AcceptError::Untrusted(iss.to_owned()));
     }
@@ -368,6 +335,53 @@ fn reject_foreign_operator(trust: &OperatorTrust, body: &[u8]) -> Result<(), Acc
 /// The first 12 characters of a key, for log lines (the whole key when shorter).
 pub fn short_key(key: &str) -> &str {
     key.get(..12).unwrap_or(key)
+}
+
+/// The subject is the account named in the URL (when there is one) and an account key; the
+/// issuer is an operator key (a self-signed account gets its own message).
+fn check_subject_and_issuer(
+    key: Option<&str>,
+    claims: &nas_jwt::AccountClaims,
+) -> Result<(), AcceptError> {
+    if let Some(key) = key {
+        if claims.sub != key {
+            return Err(AcceptError::KeyMismatch {
+                key: key.to_owned(),
+                sub: claims.sub.clone(),
+            });
+        }
+    }
+    if !is_valid_public_key(&claims.sub, KeyRole::Account) {
+        return Err(AcceptError::SubjectNotAccount);
+    }
+    if !is_valid_public_key(&claims.iss, KeyRole::Operator) {
+        return Err(if claims.iss == claims.sub {
+            AcceptError::SelfSigned
+        } else {
+            AcceptError::IssuerNotOperator
+        });
+    }
+    Ok(())
+}
+
+impl From<VerifyError> for AcceptError {
+    fn from(e: VerifyError) -> AcceptError {
+        match e {
+            VerifyError::StrictIdentityKey => AcceptError::StrictIdentityKey,
+            VerifyError::Untrusted(iss) => AcceptError::Untrusted(iss),
+            VerifyError::SelfSigned => AcceptError::SelfSigned,
+            VerifyError::Invalid(issue) => AcceptError::Invalid(vec![issue]),
+            e @ (VerifyError::Expired { .. } | VerifyError::NotYetValid { .. }) => {
+                AcceptError::Invalid(vec![e.to_string()])
+            }
+            VerifyError::Decode(e) => AcceptError::Malformed(e),
+            VerifyError::SubjectNotAccount(_) => AcceptError::SubjectNotAccount,
+            VerifyError::SubjectMismatch { expected, found } => AcceptError::KeyMismatch {
+                key: expected,
+                sub: found,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
