@@ -1167,3 +1167,58 @@ async fn notify_on_demand_is_one_message_per_account_per_second() {
     assert_eq!(for_a, 1, "50 on-demand notifies of one account");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn audit_lines_are_published_on_the_configured_subject() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("audit-subject");
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |c| {
+        c.audit.subject = Some("nas.audit".into());
+    })
+    .await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&server).await;
+    std::fs::write(tmp.path().join("watch.creds"), system_user_creds(&op)).unwrap();
+    let watcher = connect(&nats, &tmp.path().join("watch.creds"))
+        .await
+        .unwrap();
+    let mut lines = watcher.subscribe("nas.audit").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    let (app, app_jwt) = op.account("APP");
+    assert_eq!(
+        post(&server, app.public_key().as_str(), &app_jwt).await,
+        200
+    );
+    let (other, other_jwt) = op.account("OTHER");
+    watcher
+        .publish(
+            format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", other.public_key()),
+            other_jwt.into(),
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), lines.next())
+            .await
+            .expect("an audit line")
+            .unwrap();
+        seen.push(serde_json::from_slice::<Value>(&msg.payload).unwrap());
+    }
+    assert_eq!(seen[0]["path"], "http");
+    assert_eq!(seen[0]["account"], app.public_key().as_str());
+    assert_eq!(seen[0]["outcome"], "created");
+    assert_eq!(seen[1]["path"], "nats_update");
+    assert_eq!(
+        seen[1]["origin"],
+        format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", other.public_key())
+    );
+    assert_eq!(seen[1]["outcome"], "created");
+    server.stop().await;
+}

@@ -15,6 +15,7 @@ use nas_jwt::{
 };
 use nas_store::{PutOutcome, Store, StoreError, TokenMeta};
 
+use crate::audit::{Audit, AuditRecord};
 use crate::cache::{Served, VerifiedCache};
 use crate::metrics::Metrics;
 
@@ -167,6 +168,7 @@ pub struct Accepter {
     trust: Option<Arc<OperatorTrust>>,
     cache: VerifiedCache,
     metrics: Arc<Metrics>,
+    audit: Audit,
     read_only_hint: String,
 }
 
@@ -179,13 +181,21 @@ impl Accepter {
         metrics: Arc<Metrics>,
         read_only_hint: String,
     ) -> Accepter {
+        let audit = Audit::off();
         Accepter {
             store,
             trust,
             cache,
             metrics,
+            audit,
             read_only_hint,
         }
+    }
+
+    /// The same rule, recording every decision in `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Accepter {
+        self.audit = audit;
+        self
     }
 
     /// The operator, if configured.
@@ -231,9 +241,11 @@ impl Accepter {
     }
 
     /// Verifies and stores an account JWT arriving on `path`.
+    /// `origin` (a remote address, a subject, a primary's URL) goes into the audit record.
     pub async fn accept(
         &self,
         path: WritePath,
+        origin: &str,
         key: Option<&str>,
         body: &[u8],
         now: i64,
@@ -250,7 +262,33 @@ impl Accepter {
             .writes
             .with_label_values(&[path.label(), label])
             .inc();
+        self.audit_decision(path, origin, body, &result);
         result
+    }
+
+    /// Background merges repeat the same accounts every interval: for them, only changes and
+    /// refusals are worth a line.
+    fn audit_decision(
+        &self,
+        path: WritePath,
+        origin: &str,
+        body: &[u8],
+        result: &Result<(Accepted, Arc<Served>), AcceptError>,
+    ) {
+        let background = matches!(
+            path,
+            WritePath::PackMerge | WritePath::Primary | WritePath::NatsLookup
+        );
+        let record = |outcome| AuditRecord::about(path.label(), origin, body, outcome);
+        let record = match result {
+            Ok((Accepted::Unchanged, _)) if background => return,
+            Ok((accepted, _)) => record(accepted.label()),
+            Err(e) if e.is_superseded() && background => return,
+            Err(e) if e.is_superseded() => record("stale").because(e),
+            Err(e @ AcceptError::Store(_)) => record("error").because(e),
+            Err(e) => record("refused").because(e),
+        };
+        self.audit.record(record);
     }
 
     async fn accept_inner(

@@ -10,6 +10,7 @@ use nas_jwt::{is_valid_public_key, AnyClaims, KeyRole, OperatorTrust};
 use nas_store::{DeleteOutcome, Store, StoreError};
 use serde_json::Value;
 
+use crate::audit::{Audit, AuditRecord};
 use crate::cache::{Served, VerifiedCache};
 
 /// Why a delete request was refused or only partly applied. The `Display` texts are
@@ -69,6 +70,24 @@ pub struct DeleteError {
     pub refusal: DeleteRefusal,
 }
 
+/// Where a delete request arrived (the audit record's path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteVia {
+    /// `DELETE /jwt/v1/accounts/<key>`.
+    Http,
+    /// `$SYS.REQ.CLAIMS.DELETE`.
+    Nats,
+}
+
+impl DeleteVia {
+    fn label(self) -> &'static str {
+        match self {
+            DeleteVia::Http => "http_delete",
+            DeleteVia::Nats => "nats_delete",
+        }
+    }
+}
+
 /// A request that passed the checks.
 struct DeleteRequest {
     iat: i64,
@@ -86,6 +105,7 @@ pub struct Deleter {
     /// The configured system account, protected like the operator's.
     system_account: Option<Arc<Served>>,
     allowed: bool,
+    audit: Audit,
 }
 
 impl Deleter {
@@ -97,36 +117,64 @@ impl Deleter {
         system_account: Option<Arc<Served>>,
         allowed: bool,
     ) -> Deleter {
+        let audit = Audit::off();
         Deleter {
             store,
             cache,
             trust,
             system_account,
             allowed,
+            audit,
         }
     }
 
+    /// The same rule, recording every decision in `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Deleter {
+        self.audit = audit;
+        self
+    }
+
     /// Checks `token` and deletes the accounts it lists; returns how many were deleted.
-    pub async fn delete(&self, token: &[u8]) -> Result<usize, DeleteError> {
-        let Checked { requester, request } = self.check(token)?;
-        self.apply(request)
+    /// `origin` (remote address or subject) goes into the audit record.
+    pub async fn delete(
+        &self,
+        via: DeleteVia,
+        origin: &str,
+        token: &[u8],
+    ) -> Result<usize, DeleteError> {
+        let audit = |outcome| AuditRecord::about(via.label(), origin, token, outcome);
+        let Checked { requester, request } = self.check(token).inspect_err(|e| {
+            self.audit.record(audit("refused").because(&e.refusal));
+        })?;
+        self.apply(request, &audit)
             .await
             .map_err(|refusal| DeleteError { requester, refusal })
     }
 
     /// HTTP DELETE `/accounts/<key>`: checks `token` like [`Deleter::delete`], requires it to
     /// list `key`, and deletes that account only (the URL says what is deleted).
-    pub async fn delete_one(&self, token: &[u8], key: &str) -> Result<(), DeleteError> {
+    pub async fn delete_one(
+        &self,
+        origin: &str,
+        token: &[u8],
+        key: &str,
+    ) -> Result<(), DeleteError> {
+        let audit = |outcome| {
+            AuditRecord::about(DeleteVia::Http.label(), origin, token, outcome).for_account(key)
+        };
+        let refused = |e: &DeleteError| self.audit.record(audit("refused").because(&e.refusal));
         let Checked {
             requester,
             mut request,
-        } = self.check(token)?;
+        } = self.check(token).inspect_err(refused)?;
         if !request.keys.iter().any(|k| k == key) {
             let refusal = DeleteRefusal::NotListed(key.to_owned());
-            return Err(DeleteError { requester, refusal });
+            let e = DeleteError { requester, refusal };
+            refused(&e);
+            return Err(e);
         }
         request.keys = vec![key.to_owned()];
-        self.apply(request)
+        self.apply(request, &audit)
             .await
             .map(|_| ())
             .map_err(|refusal| DeleteError { requester, refusal })
@@ -202,7 +250,11 @@ impl Deleter {
 
     /// Deletes each listed account through the store's ordering rule (a JWT issued after the
     /// request survives it).
-    async fn apply(&self, request: DeleteRequest) -> Result<usize, DeleteRefusal> {
+    async fn apply(
+        &self,
+        request: DeleteRequest,
+        audit: &(dyn Fn(&'static str) -> AuditRecord + Sync),
+    ) -> Result<usize, DeleteRefusal> {
         let iat = request.iat;
         let (mut deleted, mut failures) = (0, Vec::new());
         let (mut unavailable, mut newer_stored) = (false, false);
@@ -214,18 +266,24 @@ impl Deleter {
             {
                 Ok(DeleteOutcome::Deleted | DeleteOutcome::Absent) => {
                     deleted += 1;
+                    self.audit.record(audit("deleted").for_account(key));
                     // Read-your-writes on this instance; the change event does the same later.
                     let next = self.store.generation(key).saturating_add(1);
                     self.cache.forget_below(key, next).await;
                 }
                 Ok(DeleteOutcome::Stale { stored_iat }) => {
                     newer_stored = true;
-                    failures.push(format!(
-                        "{key}: the stored account JWT (issued at {stored_iat}) is newer than the delete request (issued at {iat})"
-                    ));
+                    let reason = format!(
+                        "the stored account JWT (issued at {stored_iat}) is newer than the delete request (issued at {iat})"
+                    );
+                    let record = audit("stale").for_account(key).because(&reason);
+                    self.audit.record(record);
+                    failures.push(format!("{key}: {reason}"));
                 }
                 Err(e) => {
                     unavailable |= matches!(e, StoreError::Unavailable(_));
+                    self.audit
+                        .record(audit("error").for_account(key).because(&e));
                     failures.push(format!("{key}: {e}"));
                 }
             }

@@ -309,9 +309,15 @@ pub fn accept_error_response(error: &AcceptError) -> HttpResponse {
     }
 }
 
+/// The client's address, for the audit log.
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
 /// `POST /jwt/v1/accounts/<key>`.
 async fn post_account(
     state: web::Data<AppState>,
+    req: HttpRequest,
     key: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
@@ -331,7 +337,13 @@ async fn post_account(
     }
     match state
         .accepter
-        .accept(WritePath::Http, Some(key.as_str()), &body, now())
+        .accept(
+            WritePath::Http,
+            &peer(&req),
+            Some(key.as_str()),
+            &body,
+            now(),
+        )
         .await
     {
         Ok(_) => HttpResponse::Ok().finish(),
@@ -343,6 +355,7 @@ async fn post_account(
 /// `nsc push --prune` sends over NATS) that lists `<key>`; only `<key>` is deleted.
 async fn delete_account(
     state: web::Data<AppState>,
+    req: HttpRequest,
     key: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
@@ -356,7 +369,11 @@ async fn delete_account(
             "this account server is a replica: delete on its primary",
         );
     }
-    match state.deleter.delete_one(&body, key.as_str()).await {
+    match state
+        .deleter
+        .delete_one(&peer(&req), &body, key.as_str())
+        .await
+    {
         Ok(()) => HttpResponse::Ok().finish(),
         Err(e) => plain(delete_status(&e.refusal), &e.to_string()),
     }

@@ -72,9 +72,14 @@ impl Backend for Instrumented {
         result
     }
 
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
         let started = Instant::now();
-        let result = self.inner.delete(ns, key).await;
+        let result = self.inner.delete(ns, key, expected).await;
         self.record("delete", started, result.is_err());
         result
     }

@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod activation;
+pub mod audit;
 pub mod backend;
 pub mod cache;
 pub mod config;
@@ -22,4 +23,5 @@ pub mod pack;
 pub mod replica;
 pub mod resolver;
 pub mod server;
+pub mod upkeep;
 pub mod view;

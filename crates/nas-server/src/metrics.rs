@@ -37,8 +37,12 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// Store errors by backend and operation.
     pub store_errors: IntCounterVec,
-    /// Accounts in the store (as last counted).
+    /// Accounts in the store, counted every `store { cleanupinterval }`.
     pub accounts_stored: IntGauge,
+    /// Expired account JWTs deleted by the expiry purge (`store { deleteexpired }`).
+    pub expired_purged: IntCounter,
+    /// Audit records dropped because the writer was behind.
+    pub audit_dropped: IntCounter,
     /// 1 while connected to NATS.
     pub nats_connected: IntGauge,
     /// Change notifications by result: `sent`, `queued` (NATS was down), `failed` (a publish
@@ -218,6 +222,16 @@ impl Metrics {
                 &["backend", "op"],
             ),
             accounts_stored: gauge(&registry, "accounts_stored", "Accounts in the store"),
+            expired_purged: counter(
+                &registry,
+                "expired_purged_total",
+                "Expired account JWTs deleted by the expiry purge",
+            ),
+            audit_dropped: counter(
+                &registry,
+                "audit_dropped_total",
+                "Audit records dropped because the audit writer was behind",
+            ),
             nats_connected: gauge(&registry, "nats_connected", "1 while connected to NATS"),
             notifications: counter_vec(
                 &registry,

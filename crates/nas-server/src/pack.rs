@@ -60,7 +60,8 @@ impl Merged {
 }
 
 /// Merges every non-empty `\n`-separated line of `body` through the accept rule on `path`.
-pub async fn merge(accepter: &Accepter, path: WritePath, body: &[u8]) -> Merged {
+/// `origin` names the sender in the audit log.
+pub async fn merge(accepter: &Accepter, path: WritePath, origin: &str, body: &[u8]) -> Merged {
     let mut merged = Merged::default();
     for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let Some((key, jwt)) = decode_line(line) else {
@@ -68,7 +69,7 @@ pub async fn merge(accepter: &Accepter, path: WritePath, body: &[u8]) -> Merged 
             continue;
         };
         match accepter
-            .accept(path, Some(key), jwt, nas_jwt::unix_now())
+            .accept(path, origin, Some(key), jwt, nas_jwt::unix_now())
             .await
         {
             Ok((Accepted::Unchanged, _)) => merged.kept += 1,

@@ -113,7 +113,7 @@ impl Primary {
             ));
         }
         let body = res.bytes().await.map_err(|e| e.to_string())?;
-        let merged = crate::pack::merge(accepter, WritePath::Primary, &body).await;
+        let merged = crate::pack::merge(accepter, WritePath::Primary, &self.base, &body).await;
         let (stored, refused) = (merged.changed + merged.kept, merged.refused);
         Ok((stored, refused))
     }
@@ -161,7 +161,13 @@ impl Upstream for PrimaryUpstream {
         let now = nas_jwt::unix_now();
         match self
             .accepter
-            .accept(WritePath::Primary, Some(key), &body, now)
+            .accept(
+                WritePath::Primary,
+                self.primary.base(),
+                Some(key),
+                &body,
+                now,
+            )
             .await
         {
             Ok((_, served)) => Answer::Found(served),

@@ -10,6 +10,7 @@ use nas_jwt::OperatorTrust;
 use nas_store::{Backend, Store, StoreError};
 
 use crate::accept::Accepter;
+use crate::audit::Audit;
 use crate::backend;
 use crate::cache::{CacheOptions, Served, VerifiedCache};
 use crate::config::Config;
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::notify::{NoNats, Notifier};
 use crate::replica::Primary;
 use crate::resolver::{Resolver, Upstream};
+use crate::upkeep::Upkeep;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum StartError {
     /// NATS options are unusable (a connection failure is not an error: it is retried).
     #[error("NATS: {0}")]
     Nats(String),
+    /// The audit file cannot be opened.
+    #[error("{0}")]
+    Audit(String),
     /// The configured store type was left out of this binary.
     #[error("this binary was built without the {store} store (cargo feature `{feature}`)")]
     NotBuilt {
@@ -71,6 +76,8 @@ pub struct Server {
     pub tls: bool,
     /// The NATS connection, when configured.
     pub nats: Option<async_nats::Client>,
+    /// Store upkeep (account count, expiry purge); stops with the server.
+    _upkeep: Upkeep,
 }
 
 fn read_file(what: &str, path: &std::path::Path) -> Result<Bytes, StartError> {
@@ -127,7 +134,14 @@ impl Server {
         let store = open_store(config, wrap, &metrics, &nats).await?;
         let (operator_jwt, trust) = load_operator(config)?;
         let system_account = load_system_account(config, trust.as_deref())?;
-        let core = Core::new(config, store, trust, metrics, system_account);
+        let audit = start_audit(config, &nats, &metrics)?;
+        let core = Core::new(config, store, trust, metrics, system_account, audit);
+        let upkeep = Upkeep::start(
+            core.store.clone(),
+            config.expiry.clone(),
+            core.metrics.clone(),
+            core.audit.clone(),
+        );
         let primary = follow_primary(config, &core.accepter).await;
         start_nats_bridge(config, &nats, &core).await?;
         let resolver = Resolver::new(
@@ -155,6 +169,7 @@ impl Server {
             metrics: core.metrics,
             tls,
             nats: nats.client,
+            _upkeep: upkeep,
         })
     }
 
@@ -193,6 +208,7 @@ struct Core {
     deleter: Deleter,
     metrics: Arc<Metrics>,
     system_account: Option<Arc<Served>>,
+    audit: Audit,
 }
 
 impl Core {
@@ -203,6 +219,7 @@ impl Core {
         trust: Option<Arc<OperatorTrust>>,
         metrics: Arc<Metrics>,
         system_account: Option<Arc<Served>>,
+        audit: Audit,
     ) -> Core {
         let cache = VerifiedCache::new(
             store.clone(),
@@ -221,14 +238,16 @@ impl Core {
             trust.clone(),
             system_account.clone(),
             config.nats.allow_delete,
-        );
+        )
+        .with_audit(audit.clone());
         let accepter = Accepter::new(
             store.clone(),
             trust,
             cache.clone(),
             metrics.clone(),
             backend::read_only_hint(&config.store),
-        );
+        )
+        .with_audit(audit.clone());
         Core {
             store,
             cache,
@@ -236,8 +255,21 @@ impl Core {
             deleter,
             metrics,
             system_account,
+            audit,
         }
     }
+}
+
+/// The audit log's sinks (`audit { file, subject }`), opened anew at every (re)start.
+fn start_audit(
+    config: &Config,
+    nats: &NatsParts,
+    metrics: &Arc<Metrics>,
+) -> Result<Audit, StartError> {
+    let subject = config.audit.subject.clone();
+    let publish = nats.client.clone().zip(subject);
+    Audit::start(config.audit.file.as_deref(), publish, metrics.clone())
+        .map_err(|e| StartError::Audit(e.to_string()))
 }
 
 /// The NATS connection (in the background: a server that is down is retried) and its

@@ -109,6 +109,23 @@ fn expand_token(line: &str) -> Option<String> {
     Some(format!("{indent}\"token\": {body},"))
 }
 
+/// RFC 3339 UTC with microseconds, as nats-server writes `server.time`.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let day = secs.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:06}Z",
+        utc_date(secs),
+        day / 3600,
+        day % 3600 / 60,
+        day % 60,
+        now.subsec_micros()
+    )
+}
+
 /// The Go server's layout: header, `\r\n`, claims (sorted keys, dates annotated, embedded
 /// activation tokens expanded), `\r\n`, signature. Readable; not JSON.
 pub fn human(token: &[u8]) -> String {

@@ -543,16 +543,30 @@ impl Backend for DirBackend {
         .await
     }
 
-    /// Removes the key from every layout, durably.
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+    /// Removes the key from every layout, durably; `expected` is checked under the same
+    /// per-key lock as `put`'s precondition.
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
         safe_key(ns, key)?;
         if self.options.read_only {
             return Err(StoreError::ReadOnly);
         }
         let guard = self.lock(ns, key).lock_owned().await;
         let locations = self.locations(ns, key);
+        let expected = expected.cloned();
         blocking(move || {
             let _guard = guard;
+            if let Some(expected) = expected {
+                match locations.read()?.map(|b| version_of(&b)) {
+                    None => return Ok(false),
+                    Some(current) if current != expected => return Err(StoreError::Conflict),
+                    Some(_) => {}
+                }
+            }
             let mut deleted = false;
             for path in std::iter::once(&locations.primary).chain(&locations.others) {
                 deleted |= if ns == Namespace::Accounts {

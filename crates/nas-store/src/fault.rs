@@ -206,9 +206,14 @@ impl Backend for FaultBackend {
         Ok(version)
     }
 
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
         self.at(Op::Delete, Point::Before, Some(key)).await?;
-        let deleted = self.inner.delete(ns, key).await?;
+        let deleted = self.inner.delete(ns, key, expected).await?;
         self.at(Op::Delete, Point::After, Some(key)).await?;
         Ok(deleted)
     }

@@ -226,6 +226,9 @@ impl StoreError {
     }
 }
 
+/// How many times a delete request re-decides after losing a race to a concurrent write.
+const MAX_DELETE_RACES: usize = 8;
+
 /// The key a backend sends on [`Backend::external_changes`] when it may have missed changes
 /// (a watcher queue overflowed, a directory was moved in, a pub/sub connection was re-made):
 /// [`Store`] then re-reads the whole account namespace and emits an event per difference.
@@ -262,8 +265,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         value: Bytes,
         pre: Precondition,
     ) -> Result<Version, StoreError>;
-    /// Removes the key; `false` if it was absent. Unconditional.
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError>;
+    /// Removes the key; `false` if it was absent. With `expected`, only if the key's current
+    /// version is that one, atomically with the check (like [`Precondition::Matches`]):
+    /// otherwise [`StoreError::Conflict`] and nothing is removed, so a delete decided on a
+    /// value read earlier never removes a newer value another writer stored meanwhile.
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError>;
     /// The keys of a namespace, each once, in no particular order.
     async fn list(
         &self,
@@ -1104,11 +1115,28 @@ impl Store {
 
     async fn remove_locked(&self, key: &str) -> Result<bool, StoreError> {
         let backend = &self.inner.backend;
-        let old = backend.get(Namespace::Accounts, key).await?.map(|(b, _)| b);
-        let deleted = backend.delete(Namespace::Accounts, key).await?;
+        let old = backend.get(Namespace::Accounts, key).await?;
+        let Some((bytes, version)) = old else {
+            return Ok(false);
+        };
+        self.remove_version(key, bytes, &version).await
+    }
+
+    /// Removes `key` only while it still holds `version` (read as `bytes`): a newer value
+    /// another instance stored since is never removed ([`StoreError::Conflict`] instead).
+    async fn remove_version(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        version: &Version,
+    ) -> Result<bool, StoreError> {
+        let backend = &self.inner.backend;
+        let deleted = backend
+            .delete(Namespace::Accounts, key, Some(version))
+            .await?;
         if deleted {
             self.lock_hash().set(key, None);
-            self.emit(key, old, None, false, false);
+            self.emit(key, Some(bytes), None, false, false);
         }
         Ok(deleted)
     }
@@ -1134,32 +1162,54 @@ impl Store {
         detached(async move {
             let _guard = store.lock_key(&key).await;
             let backend = &store.inner.backend;
-            if let Some((bytes, _)) = backend.get(Namespace::Accounts, &key).await? {
-                let stored_iat = iat_or_zero(&bytes);
-                if stored_iat > iat {
-                    return Ok(DeleteOutcome::Stale { stored_iat });
+            // A lost race (another instance wrote the account after our read) decides again
+            // against the value it wrote; bounded, as every retry means someone else won.
+            for _ in 0..MAX_DELETE_RACES {
+                let current = backend.get(Namespace::Accounts, &key).await?;
+                if let Some((bytes, _)) = &current {
+                    let stored_iat = iat_or_zero(bytes);
+                    if stored_iat > iat {
+                        return Ok(DeleteOutcome::Stale { stored_iat });
+                    }
+                }
+                if store.tombstone_iat(&key).await?.is_none_or(|t| t < iat) {
+                    backend
+                        .put(
+                            Namespace::Tombstones,
+                            &key,
+                            request.clone(),
+                            Precondition::Any,
+                        )
+                        .await?;
+                }
+                let Some((bytes, version)) = current else {
+                    return Ok(DeleteOutcome::Absent);
+                };
+                match store.remove_version(&key, bytes, &version).await {
+                    Ok(true) => return Ok(DeleteOutcome::Deleted),
+                    Ok(false) => return Ok(DeleteOutcome::Absent),
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e),
                 }
             }
-            if store.tombstone_iat(&key).await?.is_none_or(|t| t < iat) {
-                backend
-                    .put(Namespace::Tombstones, &key, request, Precondition::Any)
-                    .await?;
-            }
-            Ok(if store.remove_locked(&key).await? {
-                DeleteOutcome::Deleted
-            } else {
-                DeleteOutcome::Absent
-            })
+            Err(StoreError::Conflict)
         })
         .await
     }
 
     /// Deletes every expired account (`exp` in the past) — only when the operator configured
     /// expiry clean-up; nothing else ever deletes expired JWTs. Emits a deletion event for each
-    /// and returns their keys. A newer token written through this store meanwhile is kept (the
-    /// expiry is re-checked under the key's lock); one written by another instance between the
-    /// check and the delete can be lost (backends have no conditional delete).
+    /// and returns their keys. A newer token written meanwhile is kept: through this store the
+    /// key's lock orders it, from another instance the delete is conditional on the version
+    /// read ([`Backend::delete`] with `expected`), so it fails and the key is skipped.
     pub async fn purge_expired(&self) -> Result<Vec<String>, StoreError> {
+        let purged = self.purge_expired_tokens().await?;
+        Ok(purged.into_iter().map(|(key, _)| key).collect())
+    }
+
+    /// [`Store::purge_expired`], returning each purged key with the JWT it held (for the audit
+    /// log).
+    pub async fn purge_expired_tokens(&self) -> Result<Vec<(String, Bytes)>, StoreError> {
         if self.read_only() {
             return Err(StoreError::ReadOnly);
         }
@@ -1170,21 +1220,28 @@ impl Store {
             for key in store.sorted_keys().await? {
                 let _guard = store.lock_key(&key).await;
                 let backend = &store.inner.backend;
-                let Some((bytes, _)) = backend.get(Namespace::Accounts, &key).await? else {
+                let Some((bytes, version)) = backend.get(Namespace::Accounts, &key).await? else {
                     continue;
                 };
                 if !TokenMeta::read(&bytes).is_ok_and(|m| m.expired(now)) {
                     continue;
                 }
-                if backend.delete(Namespace::Accounts, &key).await? {
-                    store.lock_hash().set(&key, None);
-                    store.emit(&key, Some(bytes), None, false, false);
-                    purged.push(key);
+                // A newer JWT another instance stored since the read is kept: skip the key.
+                match store.remove_version(&key, bytes.clone(), &version).await {
+                    Ok(true) => purged.push((key, bytes)),
+                    Ok(false) | Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e),
                 }
             }
             Ok(purged)
         })
         .await
+    }
+
+    /// How many account keys the store holds (expired ones included), from a listing of keys
+    /// only: no JWT is read.
+    pub async fn count_accounts(&self) -> Result<usize, StoreError> {
+        Ok(self.sorted_keys().await?.len())
     }
 
     async fn sorted_keys(&self) -> Result<Vec<String>, StoreError> {

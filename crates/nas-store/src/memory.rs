@@ -86,11 +86,24 @@ impl Backend for MemoryBackend {
         Ok(Version(version.to_string()))
     }
 
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
         if self.read_only {
             return Err(StoreError::ReadOnly);
         }
-        Ok(self.state().entries.remove(&(ns, key.to_owned())).is_some())
+        let mut state = self.state();
+        let id = (ns, key.to_owned());
+        let Some((_, current)) = state.entries.get(&id) else {
+            return Ok(false);
+        };
+        if expected.is_some_and(|v| v.0 != current.to_string()) {
+            return Err(StoreError::Conflict);
+        }
+        Ok(state.entries.remove(&id).is_some())
     }
 
     /// A snapshot of the keys at the time of the call.

@@ -277,7 +277,7 @@ impl Backend for NscBackend {
     }
 
     /// Always [`StoreError::ReadOnly`].
-    async fn delete(&self, _: Namespace, _: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, _: Namespace, _: &str, _: Option<&Version>) -> Result<bool, StoreError> {
         Err(StoreError::ReadOnly)
     }
 

@@ -196,7 +196,11 @@ impl Sql {
                  exp = EXCLUDED.exp, version = EXCLUDED.version, updated_at = now() \
                  RETURNING version"
             ),
-            delete: format!("DELETE FROM {entries} WHERE ns = $1 AND key = $2"),
+            // $3: the expected version, or NULL for an unconditional delete.
+            delete: format!(
+                "DELETE FROM {entries} WHERE ns = $1 AND key = $2 \
+                 AND ($3::bigint IS NULL OR version = $3)"
+            ),
             // Locking the one hash row serializes the account writers of the deployment, so
             // the digest of the old value read here is still the stored one when the write
             // runs (entry rows are only locked after it: one lock order, no deadlock).
@@ -803,6 +807,7 @@ async fn delete_account(
     client: &mut Object,
     sql: &Sql,
     key: &str,
+    expected: Option<i64>,
     announcement: &str,
 ) -> Result<bool, Failure> {
     let tx = client.transaction().await?;
@@ -812,9 +817,15 @@ async fn delete_account(
         return Ok(false);
     };
     let statement = tx.prepare_cached(&sql.delete).await?;
-    if tx.execute(&statement, &[&"accounts", &key]).await? == 0 {
+    if tx
+        .execute(&statement, &[&"accounts", &key, &expected])
+        .await?
+        == 0
+    {
+        // The row exists (read under the hash lock, which every account writer takes first):
+        // only the version can have failed to match.
         tx.rollback().await?;
-        return Ok(false);
+        return Err(Failure::Conflict);
     }
     xor_into(&mut hash, &old);
     finish_account_write(&tx, sql, hash, announcement).await?;
@@ -888,16 +899,37 @@ impl Backend for PostgresBackend {
         Ok(Version(version.to_string()))
     }
 
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
+        let expected = match expected {
+            // A version this backend never issued matches nothing that is stored.
+            Some(v) => Some(v.0.parse::<i64>().map_err(|_| StoreError::Conflict)?),
+            None => None,
+        };
         let (sql, key) = (self.sql.clone(), key.to_owned());
         let announcement = self.announcement(&key);
         self.run("delete", move |client| {
             Box::pin(async move {
                 if ns == Namespace::Accounts {
-                    return delete_account(client, &sql, &key, &announcement).await;
+                    return delete_account(client, &sql, &key, expected, &announcement).await;
                 }
                 let statement = client.prepare_cached(&sql.delete).await?;
-                Ok(client.execute(&statement, &[&ns.name(), &key]).await? > 0)
+                if client
+                    .execute(&statement, &[&ns.name(), &key, &expected])
+                    .await?
+                    > 0
+                {
+                    return Ok(true);
+                }
+                let get = client.prepare_cached(&sql.get).await?;
+                match client.query_opt(&get, &[&ns.name(), &key]).await? {
+                    Some(_) if expected.is_some() => Err(Failure::Conflict),
+                    _ => Ok(false),
+                }
             })
         })
         .await

@@ -155,7 +155,8 @@ fn no_answer(what: String) -> StoreError {
 /// updates value, version, key set and PACK hash, and announces the change, in one step (one
 /// round trip, and no change is ever stored without its announcement being sent).
 /// KEYS: entry hash, key set, version counter, pack hash.
-/// ARGV: mode (any|absent|match|delete), expected version, jwt, sha (32 raw bytes), key,
+/// ARGV: mode (any|absent|match|delete), expected version ("" = any, for delete too), jwt,
+/// sha (32 raw bytes), key,
 /// whether the PACK hash applies ("1"/"0"), channel, announcement ("" = none).
 const WRITE_SCRIPT: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'ver')
@@ -163,6 +164,7 @@ local mode = ARGV[1]
 if mode == 'absent' and cur then return {err = 'CONFLICT'} end
 if mode == 'match' and cur ~= ARGV[2] then return {err = 'CONFLICT'} end
 if mode == 'delete' and not cur then return 0 end
+if mode == 'delete' and ARGV[2] ~= '' and cur ~= ARGV[2] then return {err = 'CONFLICT'} end
 local function xor32(a, b)
   local out = {}
   for i = 1, 32 do out[i] = string.char(bit.bxor(string.byte(a, i), string.byte(b, i))) end
@@ -510,8 +512,14 @@ impl Backend for RedisBackend {
         Ok(Version(version.to_string()))
     }
 
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
-        Ok(self.write(ns, key, "delete", "", b"").await? == 1)
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
+        let expected = expected.map_or("", |v| v.0.as_str());
+        Ok(self.write(ns, key, "delete", expected, b"").await? == 1)
     }
 
     async fn list(

@@ -274,7 +274,15 @@ impl Backend for S3Backend {
         .await
     }
 
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+    /// `expected` is compared with the object's ETag first; object_store has no conditional
+    /// delete, so a write landing between that check and the delete can still be removed (the
+    /// one backend where this window exists; DESIGN.md says so).
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
         let path = self.path(ns, key);
         self.bounded(async {
             // S3 deletes of a missing object succeed silently: ask first to report absence.
@@ -284,7 +292,11 @@ impl Backend for S3Backend {
                 }
                 Err(object_store::Error::NotFound { .. }) => return Ok(false),
                 Err(e) => return Err(unavailable(e)),
-                Ok(_) => {}
+                Ok(meta) => {
+                    if expected.is_some_and(|v| *v != etag_version(meta.e_tag)) {
+                        return Err(StoreError::Conflict);
+                    }
+                }
             }
             self.store.delete(&path).await.map_err(unavailable)?;
             Ok(true)

@@ -567,8 +567,13 @@ impl Backend for Scripted {
     ) -> Result<Version, StoreError> {
         self.inner.put(ns, key, value, pre).await
     }
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(ns, key).await
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
+        self.inner.delete(ns, key, expected).await
     }
     async fn list(
         &self,
@@ -650,7 +655,7 @@ async fn missed_external_changes_are_found_by_a_resync() {
     put(&b).await;
     backend
         .inner
-        .delete(Namespace::Accounts, &sub_of(&a))
+        .delete(Namespace::Accounts, &sub_of(&a), None)
         .await
         .unwrap();
     backend.changes.send(EXTERNAL_RESYNC.to_owned()).unwrap();

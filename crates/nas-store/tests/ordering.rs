@@ -197,3 +197,70 @@ async fn marking_everything_stale_raises_every_generation() {
     assert!(store.generation(&key) >= floor);
     assert_eq!(store.floor(), floor);
 }
+
+/// Two instances on one shared backend: A's view goes through the fault decorator, B writes
+/// directly. Returns (faults, A, B).
+fn two_instances() -> (Arc<FaultBackend>, Store, Store) {
+    let shared = Arc::new(MemoryBackend::new());
+    let faults = FaultBackend::new(shared.clone());
+    (faults.clone(), Store::new(faults), Store::new(shared))
+}
+
+#[tokio::test]
+async fn a_delete_request_never_removes_a_newer_jwt_written_by_another_instance_meanwhile() {
+    let (faults, a, b) = two_instances();
+    let signer = SigningKey::generate(KeyRole::Operator);
+    let key = new_account_key();
+    let old = mint(&signer, &key, 1_000, 0);
+    a.put_account_if_newer(&key, old.clone(), &meta(&old))
+        .await
+        .unwrap();
+    // A has read the old JWT and decided to delete it; hold it just before the delete.
+    let held = faults.pause(Op::Delete, Point::Before, Some(&key));
+    let delete = {
+        let (a, key) = (a.clone(), key.clone());
+        tokio::spawn(async move {
+            a.delete_account_by(&key, Bytes::from_static(b"request"), 1_500)
+                .await
+        })
+    };
+    held.reached().await;
+    let newer = mint(&signer, &key, 2_000, 0);
+    b.put_account_if_newer(&key, newer.clone(), &meta(&newer))
+        .await
+        .unwrap();
+    faults.clear();
+    held.release();
+    assert_eq!(
+        delete.await.unwrap().unwrap(),
+        DeleteOutcome::Stale { stored_iat: 2_000 }
+    );
+    assert_eq!(b.get_account(&key).await.unwrap(), Some(newer.clone()));
+    assert_eq!(a.get_account(&key).await.unwrap(), Some(newer));
+}
+
+#[tokio::test]
+async fn the_expiry_purge_never_removes_a_newer_jwt_written_by_another_instance_meanwhile() {
+    let (faults, a, b) = two_instances();
+    let signer = SigningKey::generate(KeyRole::Operator);
+    let key = new_account_key();
+    let now = nas_jwt::unix_now();
+    let expired = mint(&signer, &key, now - 20, now - 10);
+    a.put_account_if_newer(&key, expired.clone(), &meta(&expired))
+        .await
+        .unwrap();
+    let held = faults.pause(Op::Delete, Point::Before, Some(&key));
+    let purge = {
+        let a = a.clone();
+        tokio::spawn(async move { a.purge_expired().await })
+    };
+    held.reached().await;
+    let renewed = mint(&signer, &key, now - 5, now + 3600);
+    b.put_account_if_newer(&key, renewed.clone(), &meta(&renewed))
+        .await
+        .unwrap();
+    faults.clear();
+    held.release();
+    assert_eq!(purge.await.unwrap().unwrap(), Vec::<String>::new());
+    assert_eq!(b.get_account(&key).await.unwrap(), Some(renewed));
+}

@@ -111,7 +111,7 @@ async fn a_write_through_one_backend_is_seen_and_announced_by_another() {
     b.put(Namespace::Activations, id, t.clone(), Precondition::Any)
         .await
         .unwrap();
-    assert!(b.delete(Namespace::Accounts, &key).await.unwrap());
+    assert!(b.delete(Namespace::Accounts, &key, None).await.unwrap());
     assert_eq!(expect_key(&mut a_changes, &key).await, Vec::<String>::new());
     assert_eq!(a.shared_pack_hash().await.unwrap(), Some([0u8; 32]));
     // Neither heard its own writes.
@@ -573,6 +573,6 @@ fn options_hide_the_password_and_bad_prefixes_are_refused() {
             table: bad.to_owned(),
             ..options.clone()
         }));
-        assert!(matches!(opened, Err(StoreError::Io(_))), "{bad:?}");
+        assert!(matches!(opened, Err(StoreError::Config(_))), "{bad:?}");
     }
 }

@@ -159,6 +159,15 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
+/// `audit { file, subject }` (new): where write decisions are recorded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditConfig {
+    /// Append one JSON line per decision to this file (reopened when SIGHUP restarts the server).
+    pub file: Option<PathBuf>,
+    /// Publish each line on this NATS subject (needs `nats { servers }`).
+    pub subject: Option<String>,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -194,6 +203,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Metrics.
     pub metrics: MetricsConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
     /// Where the config came from (for SIGHUP reloads).
     pub source: Option<PathBuf>,
 }
@@ -259,6 +270,7 @@ impl Default for Config {
                 on_main_listener: true,
                 listen: None,
             },
+            audit: AuditConfig::default(),
             source: None,
         }
     }
@@ -531,6 +543,10 @@ impl Config {
         if let Some(ref m) = Reader::block(root, "metrics")? {
             read_metrics(m, &mut c.metrics)?;
         }
+        if let Some(ref m) = Reader::block(root, "audit")? {
+            c.audit.file = Reader::path(m, "file")?;
+            c.audit.subject = Reader::string(m, "subject")?.filter(|s| !s.is_empty());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -540,6 +556,11 @@ impl Config {
         if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "TLS is not configured: http.tls needs both cert and key".into(),
+            ));
+        }
+        if self.audit.subject.is_some() && self.nats.servers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "audit.subject needs a NATS connection (nats { servers })".into(),
             ));
         }
         if self.primary.is_some() && matches!(self.store, StoreConfig::Nsc(_)) {

@@ -97,7 +97,13 @@ impl NatsLookup {
         let now = nas_jwt::unix_now();
         match self
             .accepter
-            .accept(WritePath::NatsLookup, Some(key), &reply.payload, now)
+            .accept(
+                WritePath::NatsLookup,
+                &reply.subject,
+                Some(key),
+                &reply.payload,
+                now,
+            )
             .await
         {
             Ok((_, served)) => {

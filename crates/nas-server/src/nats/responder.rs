@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use super::NatsError;
 use crate::accept::{AcceptError, Accepted, Accepter, WritePath};
 use crate::cache::VerifiedCache;
-use crate::delete::Deleter;
+use crate::delete::{DeleteVia, Deleter};
 use crate::metrics::Metrics;
 use crate::resolver::{Resolved, Resolver};
 
@@ -75,23 +75,6 @@ pub struct Responder {
     server_id: String,
     seq: AtomicU64,
     in_flight: Arc<Semaphore>,
-}
-
-/// RFC 3339 UTC with microseconds, as nats-server writes `server.time`.
-fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let day = secs.rem_euclid(86_400);
-    format!(
-        "{}T{:02}:{:02}:{:02}.{:06}Z",
-        crate::view::utc_date(secs),
-        day / 3600,
-        day % 3600 / 60,
-        day % 60,
-        now.subsec_micros()
-    )
 }
 
 impl Responder {
@@ -194,7 +177,7 @@ impl Responder {
             "jetstream": false,
             "flags": 0,
             "seq": self.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            "time": rfc3339_now(),
+            "time": crate::view::rfc3339_now(),
         })
     }
 
@@ -270,13 +253,20 @@ impl Responder {
     /// updates (they are what its primary accepted too) but never answers: it is no write target,
     /// and an answer would make `nsc push` count it as one.
     async fn update(&self, msg: &Message, subject_key: Option<&str>) {
-        let body = self.apply_update(&msg.payload, subject_key).await;
+        let body = self
+            .apply_update(&msg.subject, &msg.payload, subject_key)
+            .await;
         if !self.options.replica {
             self.reply_json(msg, body).await;
         }
     }
 
-    async fn apply_update(&self, payload: &[u8], subject_key: Option<&str>) -> Value {
+    async fn apply_update(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        subject_key: Option<&str>,
+    ) -> Value {
         if payload.is_empty() {
             self.count("update", "rejected");
             return json!({"error": {"account": subject_key.unwrap_or("n/a"), "code": 500, "description": "jwt update error - request body is empty"}});
@@ -284,7 +274,7 @@ impl Responder {
         let now = nas_jwt::unix_now();
         match self
             .accepter
-            .accept(WritePath::NatsUpdate, subject_key, payload, now)
+            .accept(WritePath::NatsUpdate, subject, subject_key, payload, now)
             .await
         {
             Ok((outcome, served)) => {
@@ -383,8 +373,13 @@ impl Responder {
             if reply.payload.is_empty() {
                 break;
             }
-            let lines =
-                crate::pack::merge(&self.accepter, WritePath::PackMerge, &reply.payload).await;
+            let lines = crate::pack::merge(
+                &self.accepter,
+                WritePath::PackMerge,
+                &reply.subject,
+                &reply.payload,
+            )
+            .await;
             merged.add(lines);
         }
         if merged.changed + merged.refused > 0 {
@@ -417,7 +412,11 @@ impl Responder {
     /// DELETE: an operator-signed generic JWT listing accounts, with nats-server's checks and
     /// error strings.
     async fn delete(&self, msg: &Message) {
-        let body = match self.deleter.delete(&msg.payload).await {
+        let body = match self
+            .deleter
+            .delete(DeleteVia::Nats, &msg.subject, &msg.payload)
+            .await
+        {
             Ok(n) => {
                 self.count("delete", "ok");
                 json!({"data": {"code": 200, "message": format!("deleted {n} accounts")}})

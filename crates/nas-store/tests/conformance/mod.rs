@@ -441,8 +441,49 @@ pub async fn backend_compare_and_swap(backend: Arc<dyn Backend>) {
         Bytes::from((TASKS * INCREMENTS).to_string()),
         "no lost update"
     );
-    assert!(backend.delete(ns, &key).await.unwrap());
+    assert!(backend.delete(ns, &key, None).await.unwrap());
     assert_eq!(backend.get(ns, &key).await.unwrap(), None);
+}
+
+/// `delete` with an expected version removes only that version: a stale version is a
+/// `Conflict` that removes nothing, in every namespace; an absent key is `false`.
+pub async fn conditional_delete(backend: Arc<dyn Backend>) {
+    let key = new_account_key();
+    for ns in [
+        Namespace::Accounts,
+        Namespace::Activations,
+        Namespace::Tombstones,
+    ] {
+        let key = match ns {
+            Namespace::Activations => "A".repeat(52) + "====",
+            _ => key.clone(),
+        };
+        let old = backend
+            .put(ns, &key, Bytes::from_static(b"v1"), Precondition::Any)
+            .await
+            .unwrap();
+        let new = backend
+            .put(ns, &key, Bytes::from_static(b"v2"), Precondition::Any)
+            .await
+            .unwrap();
+        assert_eq!(
+            backend.delete(ns, &key, Some(&old)).await,
+            Err(StoreError::Conflict),
+            "{ns:?}: a stale version must not delete"
+        );
+        let (bytes, _) = backend.get(ns, &key).await.unwrap().unwrap();
+        assert_eq!(bytes, Bytes::from_static(b"v2"), "{ns:?}");
+        assert!(
+            backend.delete(ns, &key, Some(&new)).await.unwrap(),
+            "{ns:?}"
+        );
+        assert_eq!(backend.get(ns, &key).await.unwrap(), None, "{ns:?}");
+        assert!(
+            !backend.delete(ns, &key, Some(&new)).await.unwrap(),
+            "{ns:?}"
+        );
+        assert!(!backend.delete(ns, &key, None).await.unwrap(), "{ns:?}");
+    }
 }
 
 /// list, pack and hash agree; expired JWTs are packed out but hashed in and never deleted;
@@ -756,6 +797,7 @@ where
     concurrent_writers_newest_wins(make().await).await;
     two_instances_race(make().await).await;
     backend_compare_and_swap(make().await).await;
+    conditional_delete(make().await).await;
     list_pack_hash(make().await).await;
     spec_hash_vector(make().await).await;
     keys_and_namespaces(make().await).await;
@@ -836,7 +878,7 @@ pub async fn run_read_only(backend: Arc<dyn Backend>, tokens: &[Bytes]) {
             backend.put(ns, k, newer.clone(), Precondition::Any).await,
             Err(StoreError::ReadOnly)
         );
-        assert_eq!(backend.delete(ns, k).await, Err(StoreError::ReadOnly));
+        assert_eq!(backend.delete(ns, k, None).await, Err(StoreError::ReadOnly));
     }
     assert_eq!(
         store.get_account(&key).await.unwrap().as_ref(),

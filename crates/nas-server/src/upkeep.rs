@@ -1,0 +1,68 @@
+//! Store upkeep, every `store { cleanupinterval }` (default one minute): counts the stored
+//! accounts for `nas_accounts_stored`, and with `store { deleteexpired: true }` deletes
+//! expired account JWTs (the Go server's semantics: off by default, nothing is deleted
+//! silently), each deletion audited as `expiry_purge`.
+//!
+//! The first round runs one interval after start, never at start, so opening a large store
+//! costs nothing up front. Each round walks the account keys once; on a store shared by
+//! several instances every instance purges, which is harmless (the purge re-checks expiry
+//! under the key's lock, and deleting an absent key is a no-op).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nas_store::{Store, StoreError};
+
+use crate::audit::{Audit, AuditRecord};
+use crate::config::ExpiryConfig;
+use crate::metrics::Metrics;
+
+/// The upkeep task; it stops when dropped.
+pub struct Upkeep(tokio::task::JoinHandle<()>);
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Upkeep {
+    /// Starts the periodic rounds.
+    pub fn start(store: Store, expiry: ExpiryConfig, metrics: Arc<Metrics>, audit: Audit) -> Self {
+        let interval = expiry.cleanup_interval.max(Duration::from_secs(1));
+        Upkeep(tokio::spawn(async move {
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = round(&store, &expiry, &metrics, &audit).await {
+                    tracing::warn!("store upkeep: {e}");
+                }
+            }
+        }))
+    }
+}
+
+/// One round: purge (when configured), then count what is left.
+pub async fn round(
+    store: &Store,
+    expiry: &ExpiryConfig,
+    metrics: &Metrics,
+    audit: &Audit,
+) -> Result<(), StoreError> {
+    if expiry.delete_expired && !store.read_only() {
+        for (key, token) in store.purge_expired_tokens().await? {
+            metrics.expired_purged.inc();
+            let record = AuditRecord::about("expiry_purge", "", &token, "purged")
+                .for_account(&key)
+                .because("the JWT expired");
+            audit.record(record);
+        }
+    }
+    let stored = store.count_accounts().await?;
+    metrics
+        .accounts_stored
+        .set(i64::try_from(stored).unwrap_or(i64::MAX));
+    Ok(())
+}
