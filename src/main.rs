@@ -255,6 +255,8 @@ async fn main() -> ExitCode {
     };
     let mut config = config;
     loop {
+        // Watching starts before the server reads the file, so no change can fall in between.
+        let mut operator_watch = watch_operator(&config);
         let server = match Server::start(&config).await {
             Ok(s) => s,
             Err(e) => {
@@ -262,14 +264,14 @@ async fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        match signals.next().await {
+        match next_event(&mut signals, operator_watch.as_mut()).await {
             Signal::Stop => {
                 tracing::info!("received stop signal, shutting down");
                 server.stop().await;
                 return ExitCode::SUCCESS;
             }
             Signal::Reload => {
-                tracing::info!("received sig-hup, reloading configuration");
+                tracing::info!("reloading configuration");
                 match load_config(&cli) {
                     Ok(new) => config = new,
                     Err(e) => {
@@ -285,6 +287,39 @@ async fn main() -> ExitCode {
 enum Signal {
     Stop,
     Reload,
+}
+
+/// A watch on the operator JWT file, when there is one.
+fn watch_operator(config: &Config) -> Option<nas_server::watch::FileWatch> {
+    let path = nas_server::server::operator_path(config)?;
+    match nas_server::watch::FileWatch::new(&path) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            tracing::warn!("cannot watch {}: {e}; reload with SIGHUP", path.display());
+            None
+        }
+    }
+}
+
+/// The next stop or reload: a signal, or a change of the operator JWT file (trust reloads as on
+/// SIGHUP, so a new signing key or a Kubernetes ConfigMap update needs no signal).
+async fn next_event(
+    signals: &mut Signals,
+    watch: Option<&mut nas_server::watch::FileWatch>,
+) -> Signal {
+    let operator_changed = async {
+        match watch {
+            Some(w) => w.changed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        signal = signals.next() => signal,
+        () = operator_changed => {
+            tracing::info!("the operator JWT changed, reloading");
+            Signal::Reload
+        }
+    }
 }
 
 /// The stop and reload signals, installed once before the first start: a SIGHUP that arrives
@@ -309,7 +344,10 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => Signal::Stop,
             _ = self.int.recv() => Signal::Stop,
-            _ = self.hup.recv() => Signal::Reload,
+            _ = self.hup.recv() => {
+                tracing::info!("received sig-hup");
+                Signal::Reload
+            }
         }
     }
 }

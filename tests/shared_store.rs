@@ -130,6 +130,9 @@ async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
     )
     .unwrap();
     assert_eq!(health["status"], "degraded", "{health}");
+    // Liveness stays up; readiness does not.
+    let ready = reqwest::get(format!("{}/readyz", b.url())).await.unwrap();
+    assert_eq!(ready.status(), 503);
     // Recovery without a restart of ours (the test Redis comes back empty).
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -141,6 +144,17 @@ async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(get(&b, missing.public_key().as_str()).await.0, 200);
+    // The probe's answer is reused for a second: poll for the first fresh one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reqwest::get(format!("{}/readyz", b.url()))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let metrics = a.metrics.render();
     assert!(
         metrics.contains("nas_store_errors_total{backend=\"redis\""),

@@ -141,3 +141,86 @@ fn sighup_reloads_the_config_and_sigterm_stops_gracefully() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful stop exits 0");
 }
+
+/// Kills the child if the test fails before it ends it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_new_operator_signing_key_is_trusted_once_the_file_changes_without_a_signal() {
+    use nas_jwt::{encode, AccountClaims, KeyRole, OperatorClaims, SigningKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let port = nas_testkit::free_port();
+    let identity = SigningKey::generate(KeyRole::Operator);
+    let first = SigningKey::generate(KeyRole::Operator);
+    let operator_jwt = |keys: &[&SigningKey]| {
+        let mut claims = OperatorClaims::new(identity.public_key().as_str(), "rotating");
+        claims.nats.signing_keys = keys
+            .iter()
+            .map(|k| k.public_key().as_str().to_owned())
+            .collect();
+        encode(&mut claims, &identity, nas_jwt::unix_now()).unwrap()
+    };
+    let operator = tmp.path().join("operator.jwt");
+    std::fs::write(&operator, operator_jwt(&[&first])).unwrap();
+    let conf = tmp.path().join("nas.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: \"{}\"\nhttp {{ host: \"127.0.0.1\", port: {port} }}\nstore {{ dir: \"{}\" }}\n",
+            operator.display(),
+            tmp.path().join("jwt").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-account-server"))
+        .args(["-c", conf.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let _child = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        false
+    };
+    assert!(wait_for("resolver: URL("), "server did not start");
+
+    let rotated = SigningKey::generate(KeyRole::Operator);
+    let account = SigningKey::generate(KeyRole::Account);
+    let mut claims = AccountClaims::new_account(account.public_key().as_str(), "NEW");
+    let jwt = encode(&mut claims, &rotated, nas_jwt::unix_now()).unwrap();
+    let path = format!("/jwt/v1/accounts/{}", account.public_key());
+    let post = || nas_testkit::http_request(port, "POST", &path, &[], jwt.as_bytes()).unwrap();
+    assert_eq!(post().status, 400, "a key the operator does not list yet");
+
+    // `nsc edit operator --sk generate`, delivered as Kubernetes does: a new file renamed over.
+    let staged = tmp.path().join(".operator.jwt.new");
+    std::fs::write(&staged, operator_jwt(&[&first, &rotated])).unwrap();
+    std::fs::rename(&staged, &operator).unwrap();
+    assert!(
+        wait_for("the operator JWT changed"),
+        "the change was not seen"
+    );
+    assert!(wait_for("resolver: URL("), "server did not come back");
+    assert_eq!(post().status, 200, "the new signing key is trusted");
+}

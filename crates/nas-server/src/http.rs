@@ -489,6 +489,22 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
+/// `GET /readyz`: 200 only while the store answers (a load balancer or Kubernetes readiness
+/// probe then sends traffic elsewhere during an outage; `/healthz` stays 200, as liveness).
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.health.store_state(&state.store).await;
+    let ready = store == "ok";
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "store": store,
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
 /// `GET /metrics` (Prometheus text format).
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if !state.metrics_on_main {
@@ -585,6 +601,7 @@ const ROUTES: &[&[&str]] = &[
     &["jwt", "v1", "activations"],
     &["jwt", "v1", "activations", "{}"],
     &["healthz"],
+    &["readyz"],
     &["metrics"],
 ];
 
@@ -713,6 +730,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         resource("/healthz", get_head)
             .route(web::get().to(healthz))
             .route(web::head().to(healthz)),
+    )
+    .service(
+        resource("/readyz", get_head)
+            .route(web::get().to(readyz))
+            .route(web::head().to(readyz)),
     )
     .service(resource("/metrics", get_head).route(web::get().to(metrics)))
     .service(

@@ -25,3 +25,4 @@ pub mod resolver;
 pub mod server;
 pub mod upkeep;
 pub mod view;
+pub mod watch;

@@ -331,28 +331,48 @@ async fn open_store(
     Ok(store)
 }
 
-/// `operatorjwtpath`, or for an nsc store the operator JWT inside its operator folder.
-fn operator_path(config: &Config) -> Option<std::path::PathBuf> {
+/// `operatorjwtpath`, or for an nsc store the operator JWT inside its operator folder (the
+/// file to watch for trust changes; `None` when the operator is inline or not configured).
+pub fn operator_path(config: &Config) -> Option<std::path::PathBuf> {
+    if config.operator_jwt.is_some() {
+        return None;
+    }
     config
         .operator_jwt_path
         .clone()
         .or_else(|| backend::nsc_operator_jwt(&config.store))
 }
 
+/// A JWT given inline or as a file: its bytes and where they came from (for messages).
+fn jwt_from(
+    what: &str,
+    inline: Option<&String>,
+    path: Option<&std::path::Path>,
+) -> Result<Option<(Bytes, String)>, StartError> {
+    if let Some(jwt) = inline {
+        return Ok(Some((Bytes::from(jwt.clone()), "(inline)".to_owned())));
+    }
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    tracing::info!("loading {what} from {}", path.display());
+    Ok(Some((read_file(what, path)?, path.display().to_string())))
+}
+
 /// The operator JWT (served verbatim) and the trust it defines, when one is configured.
 fn load_operator(
     config: &Config,
 ) -> Result<(Option<Bytes>, Option<Arc<OperatorTrust>>), StartError> {
-    let Some(path) = operator_path(config) else {
+    let path = operator_path(config);
+    let inline = config.operator_jwt.as_ref();
+    let Some((bytes, source)) = jwt_from("operator JWT", inline, path.as_deref())? else {
         tracing::warn!(
             "No Operator is configured - You will NOT be able to push jwt to this account server"
         );
         return Ok((None, None));
     };
-    tracing::info!("loading operator from {}", path.display());
-    let bytes = read_file("operator JWT", &path)?;
     let trust = OperatorTrust::from_operator_jwt(&bytes)
-        .map_err(|e| StartError::Jwt(format!("operator JWT {}: {e}", path.display())))?;
+        .map_err(|e| StartError::Jwt(format!("operator JWT {source}: {e}")))?;
     tracing::info!("Operator: {}", trust.identity());
     Ok((Some(bytes), Some(Arc::new(trust))))
 }
@@ -363,17 +383,17 @@ fn load_system_account(
     config: &Config,
     trust: Option<&OperatorTrust>,
 ) -> Result<Option<Arc<Served>>, StartError> {
-    let Some(path) = &config.system_account_jwt_path else {
+    let inline = config.system_account_jwt.as_ref();
+    let path = config.system_account_jwt_path.as_deref();
+    let Some((bytes, source)) = jwt_from("system account JWT", inline, path)? else {
         return Ok(None);
     };
-    tracing::info!("loading system account from {}", path.display());
-    let bytes = read_file("system account JWT", path)?;
     let token = nas_jwt::creds::extract_jwt(&String::from_utf8_lossy(&bytes));
     let verified = match trust {
         Some(t) => t.verify_account_untimed(token.as_bytes(), None),
         None => nas_jwt::decode_account_for(token.as_bytes(), None),
     }
-    .map_err(|e| StartError::Jwt(format!("system account JWT {}: {e}", path.display())))?;
+    .map_err(|e| StartError::Jwt(format!("system account JWT {source}: {e}")))?;
     if let Some(sys) = trust.and_then(|t| t.system_account()) {
         if sys != verified.claims.sub {
             return Err(StartError::Jwt(format!(

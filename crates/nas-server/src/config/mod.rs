@@ -116,6 +116,31 @@ impl std::fmt::Debug for NatsConfig {
     }
 }
 
+/// `key` holding either a JWT (kept inline) or a path (as nats-server's `operator:`); naming
+/// the same thing twice (with the `…jwtpath` key) is an error.
+fn read_jwt_or_path(
+    root: &Block<'_>,
+    key: &str,
+    inline: &mut Option<String>,
+    path: &mut Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    let Some(value) = Reader::string(root, key)?.filter(|s| !s.trim().is_empty()) else {
+        return Ok(());
+    };
+    if path.is_some() {
+        return Err(ConfigError::Invalid(format!(
+            "{key} and {key}jwtpath both name the {key} JWT: keep one"
+        )));
+    }
+    let value = value.trim();
+    if value.starts_with("eyJ") && value.matches('.').count() == 2 && !value.contains('/') {
+        *inline = Some(value.to_owned());
+    } else {
+        *path = Some(PathBuf::from(value));
+    }
+    Ok(())
+}
+
 /// `logging { … }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggingConfig {
@@ -171,10 +196,15 @@ pub struct AuditConfig {
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Operator JWT file.
+    /// Operator JWT file (`operatorjwtpath`, or `operator` naming a file). Watched: trust is
+    /// reloaded when it changes.
     pub operator_jwt_path: Option<PathBuf>,
-    /// System account JWT file.
+    /// The operator JWT itself (`operator` holding a JWT, as nats-server's `operator:` may).
+    pub operator_jwt: Option<String>,
+    /// System account JWT file (`systemaccountjwtpath`, or `systemaccount` naming a file).
     pub system_account_jwt_path: Option<PathBuf>,
+    /// The system account JWT itself (`systemaccount` holding a JWT).
+    pub system_account_jwt: Option<String>,
     /// Subject of the signing service for self-signed accounts.
     pub sign_request_subject: Option<String>,
     /// Timeout of sign requests and of NATS lookups.
@@ -213,7 +243,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             operator_jwt_path: None,
+            operator_jwt: None,
             system_account_jwt_path: None,
+            system_account_jwt: None,
             sign_request_subject: None,
             sign_request_timeout: Duration::from_millis(1000),
             primary: None,
@@ -508,6 +540,18 @@ impl Config {
             &mut c.sign_request_timeout,
             Reader::millis(root, "signrequesttimeout")?,
         );
+        read_jwt_or_path(
+            root,
+            "operator",
+            &mut c.operator_jwt,
+            &mut c.operator_jwt_path,
+        )?;
+        read_jwt_or_path(
+            root,
+            "systemaccount",
+            &mut c.system_account_jwt,
+            &mut c.system_account_jwt_path,
+        )?;
         c.primary = Reader::string(root, "primary")?.filter(|s| !s.is_empty());
         set(
             &mut c.replication_timeout,
@@ -829,6 +873,57 @@ mod store_tests {
             let err = store_of(text).unwrap_err();
             assert!(err.contains(message), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("url");
+        std::fs::write(&url_file, "redis://:pw@r:6379/\n").unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "s3cret\n").unwrap();
+        let (s, _) = store_of(&format!(
+            "store {{ type: redis, urlfile: \"{}\" }}",
+            url_file.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            s,
+            StoreConfig::Redis(RedisStore::new("redis://:pw@r:6379/"))
+        );
+        let (s, _) = store_of(&format!(
+            "store {{ type: s3, bucket: b, secretaccesskeyfile: \"{}\" }}",
+            key_file.display()
+        ))
+        .unwrap();
+        let StoreConfig::S3(s3) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(s3.secret_access_key.as_deref(), Some("s3cret"));
+        let both = format!(
+            "store {{ type: redis, url: x, urlfile: \"{}\" }}",
+            url_file.display()
+        );
+        assert!(store_of(&both).unwrap_err().contains("both set"));
+        let missing = "store { type: postgres, urlfile: \"/nonexistent/url\" }";
+        assert!(store_of(missing).unwrap_err().contains("store.urlfile"));
+    }
+
+    #[test]
+    fn operator_and_system_account_take_a_jwt_or_a_path() {
+        let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJzdWIiOiJPIn0.c2ln";
+        let (c, _) =
+            Config::from_text(&format!("operator: {jwt}\nsystemaccount: /etc/sys.jwt")).unwrap();
+        assert_eq!(c.operator_jwt.as_deref(), Some(jwt));
+        assert_eq!(c.operator_jwt_path, None);
+        assert_eq!(
+            c.system_account_jwt_path,
+            Some(PathBuf::from("/etc/sys.jwt"))
+        );
+        let err = Config::from_text("operator: /a.jwt\noperatorjwtpath: /b.jwt")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keep one"), "{err}");
     }
 
     #[test]

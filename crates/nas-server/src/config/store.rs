@@ -352,12 +352,28 @@ fn read_tls(m: &Block<'_>) -> Result<StoreTls, ConfigError> {
     Ok(files)
 }
 
+/// `key`, or the contents of the file `<key>file` names (a Kubernetes Secret mounted as a
+/// file; trailing whitespace dropped). Naming both is an error.
+fn secret(m: &Block<'_>, key: &str) -> Result<Option<String>, ConfigError> {
+    let direct = Reader::string(m, key)?.filter(|v| !v.is_empty());
+    let file_key = format!("{key}file");
+    let Some(path) = Reader::path(m, &file_key)? else {
+        return Ok(direct);
+    };
+    if direct.is_some() {
+        return Err(ConfigError::Invalid(format!(
+            "store.{key} and store.{file_key} both set: keep one"
+        )));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::Invalid(format!("store.{file_key} {}: {e}", path.display())))?;
+    Ok(Some(text.trim_end().to_owned()).filter(|v| !v.is_empty()))
+}
+
 fn read_redis(m: &Block<'_>) -> Result<RedisStore, ConfigError> {
-    let url = Reader::string(m, "url")?
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            ConfigError::Invalid("store type redis needs store.url (redis://host:6379/)".into())
-        })?;
+    let url = secret(m, "url")?.ok_or_else(|| {
+        ConfigError::Invalid("store type redis needs store.url (redis://host:6379/)".into())
+    })?;
     let mut r = RedisStore::new(url);
     r.tls = read_tls(m)?;
     set(&mut r.prefix, Reader::string(m, "prefix")?);
@@ -379,18 +395,16 @@ fn read_s3(m: &Block<'_>) -> Result<S3Store, ConfigError> {
     set(&mut s.path_style, Reader::boolean(m, "pathstyle")?);
     set(&mut s.allow_http, Reader::boolean(m, "allowhttp")?);
     s.access_key_id = non_empty("accesskeyid")?;
-    s.secret_access_key = non_empty("secretaccesskey")?;
+    s.secret_access_key = secret(m, "secretaccesskey")?;
     Ok(s)
 }
 
 fn read_postgres(m: &Block<'_>) -> Result<PostgresStore, ConfigError> {
-    let url = Reader::string(m, "url")?
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            ConfigError::Invalid(
-                "store type postgres needs store.url (postgres://user@host:5432/db)".into(),
-            )
-        })?;
+    let url = secret(m, "url")?.ok_or_else(|| {
+        ConfigError::Invalid(
+            "store type postgres needs store.url (postgres://user@host:5432/db)".into(),
+        )
+    })?;
     let mut p = PostgresStore::new(url);
     set(&mut p.table, Reader::string(m, "table")?);
     if let Some(n) = Reader::int(m, "pool")? {
