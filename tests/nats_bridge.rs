@@ -1222,3 +1222,158 @@ async fn audit_lines_are_published_on_the_configured_subject() {
     assert_eq!(seen[1]["outcome"], "created");
     server.stop().await;
 }
+
+/// A self-signed account JWT (what a user without the operator's keys can make).
+fn self_signed(account: &SigningKey, name: &str) -> String {
+    let mut claims = nas_jwt::AccountClaims::new_account(account.public_key().as_str(), name);
+    encode(&mut claims, account, now()).unwrap()
+}
+
+#[tokio::test]
+async fn self_signed_uploads_go_to_the_signing_service_and_its_answer_through_the_accept_rule() {
+    let bin = require_nats_servers().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("signing");
+    let nats_port = free_port();
+    let server = start_ours(tmp.path(), &op, nats_port, |c| {
+        c.sign_request_subject = Some("nas.sign".into());
+        c.sign_request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let nats = NatsServer::builder(&bin)
+        .port(nats_port)
+        .config(cache_or_full_config(&op, "cache", ""))
+        .start();
+    wait_connected(&server).await;
+    std::fs::write(tmp.path().join("svc.creds"), system_user_creds(&op)).unwrap();
+    let service = connect(&nats, &tmp.path().join("svc.creds")).await.unwrap();
+    let upload = |key: String, jwt: String| {
+        let url = format!("{}/jwt/v1/accounts/{key}", server.url());
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .body(jwt)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    // No signing service listening.
+    let a = SigningKey::generate(KeyRole::Account);
+    let a_key = a.public_key().as_str().to_owned();
+    let (status, body) = upload(a_key.clone(), self_signed(&a, "A")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.starts_with("Failure during signature request. Try again at a later time. Error:"),
+        "{body}"
+    );
+
+    // One that never answers.
+    let silent = service.subscribe("nas.sign").await.unwrap();
+    service.flush().await.unwrap();
+    let (status, body) = upload(a_key.clone(), self_signed(&a, "A")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            500,
+            "Failure during signature request. signing service unavailable.\n"
+        )
+    );
+    drop(silent);
+
+    // One that signs with the operator's signing key: the answer is stored like any upload.
+    let mut requests = service.subscribe("nas.sign").await.unwrap();
+    service.flush().await.unwrap();
+    let signer = {
+        let (service, signing_key) = (service.clone(), op.signing_key.seed().to_owned());
+        tokio::spawn(async move {
+            let signing_key = SigningKey::from_seed(&signing_key, KeyRole::Operator).unwrap();
+            while let Some(msg) = requests.next().await {
+                let (_, mut claims) = nas_jwt::decode(&msg.payload)
+                    .unwrap()
+                    .into_account()
+                    .unwrap();
+                let reply = if claims.name == "REFUSE" {
+                    "Your request will be audited".to_owned()
+                } else {
+                    encode(&mut claims, &signing_key, now()).unwrap()
+                };
+                service
+                    .publish(msg.reply.unwrap(), reply.into())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    assert_eq!(
+        upload(a_key.clone(), self_signed(&a, "A")).await,
+        (200, String::new())
+    );
+    let stored = reqwest::get(format!("{}/jwt/v1/accounts/{a_key}", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, claims) = nas_jwt::decode(stored.as_bytes())
+        .unwrap()
+        .into_account()
+        .unwrap();
+    assert_eq!(claims.iss, op.signing_key.public_key().as_str());
+
+    // An answer that is not a JWT is passed back with 202; nothing is stored.
+    let r = SigningKey::generate(KeyRole::Account);
+    let r_key = r.public_key().as_str().to_owned();
+    let (status, body) = upload(r_key.clone(), self_signed(&r, "REFUSE")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (202, "Your request will be audited")
+    );
+    assert_eq!(get_status(&server, &r_key).await, 404);
+
+    // The Go server's checks before asking: a stored operator-signed account cannot be
+    // replaced by a self-signed one, and nobody else may self-sign for an absent account.
+    let (status, body) = upload(a_key.clone(), self_signed(&a, "A")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "bad JWT issuer is not trusted\n")
+    );
+    let other = SigningKey::generate(KeyRole::Account);
+    let b = SigningKey::generate(KeyRole::Account);
+    let mut claims = nas_jwt::AccountClaims::new_account(b.public_key().as_str(), "B");
+    let by_other = encode(&mut claims, &other, now()).unwrap();
+    let (status, body) = upload(b.public_key().as_str().to_owned(), by_other).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "bad JWT Issuer/Subject pair in request\n")
+    );
+    signer.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_self_signed_upload_without_a_nats_connection_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("signing-offline");
+    // Nothing listens on this port: NATS stays disconnected.
+    let server = start_ours(tmp.path(), &op, free_port(), |c| {
+        c.sign_request_subject = Some("nas.sign".into());
+    })
+    .await;
+    let a = SigningKey::generate(KeyRole::Account);
+    let url = format!("{}/jwt/v1/accounts/{}", server.url(), a.public_key());
+    let response = reqwest::Client::new()
+        .post(url)
+        .body(self_signed(&a, "A"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "Failure during signature request. nats-server unavailable.\n"
+    );
+    server.stop().await;
+}

@@ -93,6 +93,18 @@ pub enum AcceptError {
 }
 
 impl AcceptError {
+    /// Whether the JWT was refused only because its issuer is not trusted (self-signed,
+    /// another account, an unknown operator key): what the signing service may fix.
+    pub fn is_untrusted_issuer(&self) -> bool {
+        matches!(
+            self,
+            AcceptError::SelfSigned
+                | AcceptError::IssuerNotOperator
+                | AcceptError::Untrusted(_)
+                | AcceptError::NoOperator
+        )
+    }
+
     /// Whether the store holds something that ranks above the offered JWT (an older JWT, a
     /// same-second loser, a deleted account): the offer is not wrong, just overtaken.
     pub fn is_superseded(&self) -> bool {

@@ -19,6 +19,7 @@ use crate::delete::DeleteRefusal;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyOutcome};
 use crate::resolver::Resolved;
+use crate::signing::{Signed, SigningError, SigningService};
 use crate::view;
 
 /// Shared state of the HTTP handlers.
@@ -27,6 +28,8 @@ pub struct AppState {
     pub cache: VerifiedCache,
     /// The accept rule (POST path).
     pub accepter: Accepter,
+    /// The operator's signing service for self-signed uploads (`signrequestsubject`).
+    pub signing: Option<SigningService>,
     /// The delete rule (DELETE path, shared with NATS DELETE).
     pub deleter: crate::delete::Deleter,
     /// Activation tokens (accept rule, bound, verified cache).
@@ -335,19 +338,52 @@ async fn post_account(
                 key.as_str()
             ));
     }
-    match state
+    let origin = peer(&req);
+    let accepted = state
         .accepter
-        .accept(
-            WritePath::Http,
-            &peer(&req),
-            Some(key.as_str()),
-            &body,
-            now(),
-        )
-        .await
-    {
-        Ok(_) => HttpResponse::Ok().finish(),
-        Err(e) => accept_error_response(&e),
+        .accept(WritePath::Http, &origin, Some(key.as_str()), &body, now())
+        .await;
+    match (accepted, &state.signing) {
+        (Ok(_), _) => HttpResponse::Ok().finish(),
+        (Err(e), Some(signing)) if e.is_untrusted_issuer() => {
+            self_signed_upload(&state, signing, &origin, key.as_str(), &body).await
+        }
+        (Err(e), _) => accept_error_response(&e),
+    }
+}
+
+/// An upload the operator does not sign: asks the signing service, then stores its answer
+/// through the accept rule, or passes its message back (202).
+async fn self_signed_upload(
+    state: &AppState,
+    signing: &SigningService,
+    origin: &str,
+    key: &str,
+    body: &[u8],
+) -> HttpResponse {
+    let iss = nas_jwt::jwt::peek_payload(body)
+        .ok()
+        .and_then(|c| c.get("iss").and_then(|v| v.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    match signing.sign(&state.store, key, &iss, body).await {
+        Ok(Signed::Jwt(jwt)) => {
+            let accepted = state
+                .accepter
+                .accept(WritePath::Http, origin, Some(key), &jwt, now())
+                .await;
+            match accepted {
+                Ok(_) => HttpResponse::Ok().finish(),
+                Err(e) => accept_error_response(&e),
+            }
+        }
+        Ok(Signed::Pending(text)) => HttpResponse::Accepted()
+            .content_type("text/plain; charset=utf-8")
+            .body(text),
+        Err(e @ (SigningError::IssuerSubjectPair | SigningError::NotTrusted)) => {
+            plain(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Err(SigningError::Store(e)) => store_unavailable(&e),
+        Err(e) => stdlib(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

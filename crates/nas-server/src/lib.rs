@@ -23,6 +23,7 @@ pub mod pack;
 pub mod replica;
 pub mod resolver;
 pub mod server;
+pub mod signing;
 pub mod upkeep;
 pub mod view;
 pub mod watch;

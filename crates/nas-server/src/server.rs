@@ -156,6 +156,7 @@ impl Server {
             operator_jwt,
             resolver,
             primary,
+            &nats,
         );
         let (http, http_addr, tls) = start_api_listener(config, state, &core.metrics)?;
         let (metrics_http, metrics_addr) = start_metrics_listener(config, &core.metrics)?;
@@ -504,6 +505,7 @@ fn app_state(
     operator_jwt: Option<Bytes>,
     resolver: Resolver,
     primary: Option<Primary>,
+    nats: &NatsParts,
 ) -> web::Data<AppState> {
     web::Data::new(AppState {
         activations: crate::activation::Activations::new(
@@ -514,6 +516,13 @@ fn app_state(
         cache: core.cache.clone(),
         accepter: core.accepter.clone(),
         deleter: core.deleter.clone(),
+        signing: config.sign_request_subject.clone().map(|subject| {
+            crate::signing::SigningService::new(
+                nats.client.clone(),
+                subject,
+                config.sign_request_timeout,
+            )
+        }),
         store: core.store.clone(),
         metrics: core.metrics.clone(),
         notifier,
