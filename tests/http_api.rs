@@ -851,6 +851,26 @@ async fn metrics_show_cache_hits_and_no_reverification() {
         metric(&before, "nas_jwt_verifications_total"),
         "a cache hit must not verify again"
     );
+    // A miss (a JWT another tool wrote into the directory) is verified, and the check timed.
+    let b = sub_of("account_b");
+    std::fs::write(
+        t.store_dir().join(format!("{b}.jwt")),
+        fixture("account_b.jwt"),
+    )
+    .unwrap();
+    assert_eq!(
+        t.get(&format!("/jwt/v1/accounts/{b}")).await.0,
+        StatusCode::OK
+    );
+    let missed = String::from_utf8(t.get("/metrics").await.2).unwrap();
+    assert_eq!(
+        metric(&missed, "nas_jwt_verification_duration_seconds_count"),
+        metric(&after, "nas_jwt_verification_duration_seconds_count") + 1.0
+    );
+    assert_eq!(
+        metric(&missed, "nas_jwt_verifications_total"),
+        metric(&after, "nas_jwt_verifications_total") + 1.0
+    );
     assert!(
         after.contains("route=\"/jwt/v1/accounts/{key}\""),
         "route labels are patterns"

@@ -744,6 +744,16 @@ async fn http_get_miss_is_answered_from_full_resolvers_over_nats() {
                 .contains("nas_resolver_requests_total{kind=\"lookup_sent\",result=\"refused\"} 1"),
             "{metrics}"
         );
+        // Every LOOKUP we sent has its round trip measured.
+        assert!(
+            metrics
+                .contains("nas_nats_request_duration_seconds_count{kind=\"lookup\",result=\"ok\"}"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("nas_notification_queue_depth 0"),
+            "{metrics}"
+        );
         server.stop().await;
     }
 }

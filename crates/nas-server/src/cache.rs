@@ -453,7 +453,12 @@ impl VerifiedCache {
         let Some(bytes) = self.store.get_account(key).await? else {
             return Ok(Lookup::Missing);
         };
-        match self.verify(key, &bytes) {
+        let started = std::time::Instant::now();
+        let verified = self.verify(key, &bytes);
+        self.metrics
+            .verify_duration
+            .observe(started.elapsed().as_secs_f64());
+        match verified {
             Ok(verified) => {
                 self.metrics.verifications.with_label_values(&["ok"]).inc();
                 Ok(Lookup::Found(Arc::new(Served::new(&verified, bytes))))

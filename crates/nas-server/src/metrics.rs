@@ -43,6 +43,13 @@ pub struct Metrics {
     pub expired_purged: IntCounter,
     /// Audit records dropped because the writer was behind.
     pub audit_dropped: IntCounter,
+    /// Time to verify a stored JWT on a cache miss (decode, signature, trust).
+    pub verify_duration: prometheus::Histogram,
+    /// Changed accounts waiting to be announced on NATS.
+    pub notification_queue: IntGauge,
+    /// Round trips of our own NATS requests by kind (`lookup`: LOOKUPs on HTTP GET misses)
+    /// and result.
+    pub nats_request_duration: HistogramVec,
     /// 1 while connected to NATS.
     pub nats_connected: IntGauge,
     /// Change notifications by result: `sent`, `queued` (NATS was down), `failed` (a publish
@@ -213,7 +220,7 @@ impl Metrics {
                 "store_operation_duration_seconds",
                 "Store operation duration",
                 &["backend", "op"],
-                fast,
+                fast.clone(),
             ),
             store_errors: counter_vec(
                 &registry,
@@ -226,6 +233,29 @@ impl Metrics {
                 &registry,
                 "expired_purged_total",
                 "Expired account JWTs deleted by the expiry purge",
+            ),
+            verify_duration: {
+                let opts = HistogramOpts::new(
+                    "jwt_verification_duration_seconds",
+                    "Time to verify a stored JWT on a cache miss",
+                )
+                .namespace("nas")
+                .buckets(fast.clone());
+                let h = prometheus::Histogram::with_opts(opts)
+                    .unwrap_or_else(|e| panic!("metric verification: {e}"));
+                register(&registry, h)
+            },
+            notification_queue: gauge(
+                &registry,
+                "notification_queue_depth",
+                "Changed accounts waiting to be announced on NATS",
+            ),
+            nats_request_duration: histogram_vec(
+                &registry,
+                "nats_request_duration_seconds",
+                "Round trips of this server's own NATS requests by kind and result",
+                &["kind", "result"],
+                fast,
             ),
             audit_dropped: counter(
                 &registry,

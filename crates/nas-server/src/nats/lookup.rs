@@ -71,25 +71,35 @@ impl NatsLookup {
 
     async fn ask(&self, key: &str) -> Option<Arc<Served>> {
         let subject = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP");
-        let reply =
-            match tokio::time::timeout(self.timeout, self.client.request(subject, Bytes::new()))
-                .await
-            {
-                Err(_) => {
-                    self.count("timeout");
-                    return None;
-                }
-                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
-                    self.count("no_responders");
-                    return None;
-                }
-                Ok(Err(e)) => {
-                    self.count("error");
-                    tracing::debug!("LOOKUP of {key} over NATS failed: {e}");
-                    return None;
-                }
-                Ok(Ok(reply)) => reply,
-            };
+        let started = std::time::Instant::now();
+        let asked =
+            tokio::time::timeout(self.timeout, self.client.request(subject, Bytes::new())).await;
+        let result = match &asked {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => "no_responders",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        self.metrics
+            .nats_request_duration
+            .with_label_values(&["lookup", result])
+            .observe(started.elapsed().as_secs_f64());
+        let reply = match asked {
+            Err(_) => {
+                self.count("timeout");
+                return None;
+            }
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
+                self.count("no_responders");
+                return None;
+            }
+            Ok(Err(e)) => {
+                self.count("error");
+                tracing::debug!("LOOKUP of {key} over NATS failed: {e}");
+                return None;
+            }
+            Ok(Ok(reply)) => reply,
+        };
         if reply.payload.is_empty() {
             self.count("missing");
             return None;

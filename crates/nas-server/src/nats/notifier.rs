@@ -158,6 +158,9 @@ impl NatsNotifier {
                     .pending
                     .insert(key.to_owned(), (seq, order, jwt.clone()));
             }
+            self.metrics
+                .notification_queue
+                .set(queue.pending.len() as i64);
         }
         if !is_connected(&self.client) {
             self.count("queued");
@@ -178,6 +181,7 @@ impl NatsNotifier {
             .drain()
             .map(|(key, (seq, order, jwt))| (key, seq, order, jwt))
             .collect();
+        self.metrics.notification_queue.set(0);
         if batch.is_empty() {
             return;
         }
@@ -200,6 +204,9 @@ impl NatsNotifier {
                     // An entry present now is a later change of that account: it wins.
                     queue.pending.entry(key).or_insert((seq, order, jwt));
                 }
+                self.metrics
+                    .notification_queue
+                    .set(queue.pending.len() as i64);
             }
         }
     }
