@@ -11,7 +11,16 @@
 //!    version or a newer one (the bound the README states for Redis deployments);
 //! 4. once the faults stop, every instance serves the same, newest stored version.
 //!
-//! A second run does the same with one instance on a directory store announcing to a real
+//! A PostgreSQL run does the same with three instances on one real PostgreSQL (LISTEN/NOTIFY
+//! between them, a resync after a listener reconnect) and PostgreSQL's faults: a restart of
+//! the database (fast shutdown + start on the same data), `pg_terminate_backend` of the
+//! listener sessions, `pg_terminate_backend` of every pooled session, and a SIGKILL and
+//! restart of an instance. Same 2 s staleness bound: a terminated listener reconnects after
+//! 200 ms; across a database restart the listener backs off (200 ms doubling) while the database
+//! is down, and every write in that time fails (503), so what it can miss is only what was
+//! written between the database's return and its next attempt.
+//!
+//! Another run does the same with one instance on a directory store announcing to a real
 //! nats-server (restarted as a fault), and checks that each account's notifications arrive in
 //! version order with the newest last.
 //!
@@ -38,6 +47,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_nats-account-server");
 /// Cross-instance staleness bound for one Redis (pub/sub, and a resync after a reconnect).
 const STALENESS_BOUND: Duration = Duration::from_secs(2);
 const INSTANCES: usize = 3;
+/// Table prefix of the PostgreSQL run: its pool sessions are named `nas-store history`, its
+/// listener sessions `nas-store history listener` (`application_name`).
+#[cfg(feature = "postgres")]
+const PG_TABLE: &str = "history";
 const ACCOUNTS: usize = 4;
 const CLIENTS: usize = 6;
 
@@ -52,6 +65,13 @@ impl Instance {
     /// An instance on one shared Redis.
     fn on_redis(dir: &Path, index: usize, redis_url: &str) -> Instance {
         let store = format!("store {{ type: redis, url: \"{redis_url}\", prefix: \"history:\" }}");
+        Instance::new(dir, index, &store)
+    }
+
+    /// An instance on one shared PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    fn on_postgres(dir: &Path, index: usize, pg_url: &str) -> Instance {
+        let store = format!("store {{ type: postgres, url: \"{pg_url}\", table: \"{PG_TABLE}\" }}");
         Instance::new(dir, index, &store)
     }
 
@@ -492,6 +512,106 @@ async fn history_of_concurrent_posts_and_gets_under_faults_is_newest_wins() {
     }
     let finals = work.converge(&urls).await;
     work.check(seed, &finals, &injected);
+}
+
+/// The PostgreSQL shape: three instances on one database (LISTEN/NOTIFY between them), same
+/// clients and checker as the Redis run, with PostgreSQL's faults.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_on_postgres_under_faults_is_newest_wins() {
+    let (seed, secs) = seed_and_secs("history check (postgres)");
+    let pg = nas_testkit::PostgresServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Arc::new(Operator::new("history-pg"));
+    std::fs::write(tmp.path().join("operator.jwt"), &op.jwt).unwrap();
+    let instances: Vec<Instance> = (0..INSTANCES)
+        .map(|i| Instance::on_postgres(tmp.path(), i, &pg.url()))
+        .collect();
+    let urls = Arc::new(instances.iter().map(Instance::url).collect::<Vec<_>>());
+    let instances = Arc::new(Mutex::new(instances));
+    let pg = Arc::new(Mutex::new(pg));
+    let work = Workload::new(op, secs);
+    let tasks = work.spawn_clients(seed, &urls);
+    let injected = pg_faults(seed, pg.clone(), instances.clone(), work.deadline, work.t0).await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let finals = work.converge(&urls).await;
+    for (at, what) in &injected {
+        println!("  {at:.1?}: {what}");
+    }
+    work.check(seed, &finals, &injected);
+}
+
+/// Faults of the PostgreSQL shape, one every 1–2 s chosen by the seed: a restart of the
+/// database (fast shutdown, then the same data directory and port again), `pg_terminate_backend`
+/// of every listener session, of every pooled session of ours, and an instance SIGKILL +
+/// restart.
+#[cfg(feature = "postgres")]
+async fn pg_faults(
+    seed: u64,
+    pg: Arc<Mutex<nas_testkit::PostgresServer>>,
+    instances: Arc<Mutex<Vec<Instance>>>,
+    deadline: Instant,
+    t0: Instant,
+) -> Vec<(Duration, String)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x9057);
+    let mut done = Vec::new();
+    let terminate = |pg: &Arc<Mutex<nas_testkit::PostgresServer>>, name: String| {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = pg.lock().unwrap().psql(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = '{name}'"
+            ));
+            out.lines().filter(|l| *l == "t").count()
+        })
+    };
+    while Instant::now() + Duration::from_secs(2) < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..2000))).await;
+        let at = t0.elapsed();
+        let what = match rng.gen_range(0..4) {
+            0 => {
+                let pg = pg.clone();
+                let down = tokio::task::spawn_blocking(move || {
+                    let mut pg = pg.lock().unwrap();
+                    let t = Instant::now();
+                    pg.stop();
+                    pg.start_again();
+                    t.elapsed()
+                })
+                .await
+                .unwrap();
+                format!("postgres stop + start_again ({} ms down)", down.as_millis())
+            }
+            1 => {
+                let n = terminate(&pg, format!("nas-store {PG_TABLE} listener"))
+                    .await
+                    .unwrap();
+                format!("pg_terminate_backend listeners ({n})")
+            }
+            2 => {
+                let n = terminate(&pg, format!("nas-store {PG_TABLE}"))
+                    .await
+                    .unwrap();
+                format!("pg_terminate_backend pool sessions ({n})")
+            }
+            _ => {
+                let which = rng.gen_range(0..INSTANCES);
+                let instances = instances.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut all = instances.lock().unwrap();
+                    all[which].kill();
+                    all[which].start();
+                })
+                .await
+                .unwrap();
+                format!("instance {which} SIGKILL + restart")
+            }
+        };
+        done.push((at, what));
+    }
+    done
 }
 
 /// The NATS shape: one instance on a directory store announcing to a real nats-server, whose

@@ -1,7 +1,7 @@
 //! Miss-path latency per backend: what a GET costs when the verified cache does not hold the
 //! account (one store read of a 1 KB account JWT), as p50/p99 over 5,000 reads (1,000 for S3).
-//! Run: `cargo bench -p nas-store --bench miss_latency` (starts a real redis-server and a moto
-//! S3 server on 127.0.0.1).
+//! Run: `cargo bench -p nas-store --bench miss_latency` (starts a real redis-server, a moto S3
+//! server and, with the `postgres` feature (default), a real PostgreSQL on 127.0.0.1).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ fn main() {
     let redis = nas_testkit::RedisServer::start();
     let s3 = nas_testkit::S3Server::start();
     s3.create_bucket("nas-bench");
+    #[cfg(feature = "postgres")]
+    let pg = nas_testkit::PostgresServer::start();
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -102,5 +104,17 @@ fn main() {
         .await
         .expect("s3");
         measure("s3 (local moto server)", Arc::new(s3_backend), &token, &key).await;
+        #[cfg(feature = "postgres")]
+        {
+            let pg_backend =
+                nas_store::postgres::PostgresBackend::open(nas_store::postgres::PostgresOptions {
+                    url: pg.url(),
+                    ..Default::default()
+                })
+                .await
+                .expect("postgres");
+            let name = format!("postgres (local PostgreSQL {})", pg.binaries().version);
+            measure(&name, Arc::new(pg_backend), &token, &key).await;
+        }
     });
 }

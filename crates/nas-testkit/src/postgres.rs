@@ -252,6 +252,44 @@ impl PostgresServer {
         self.port
     }
 
+    /// Runs `sql` as the superuser with the `psql` next to `postgres` (`-X -A -t`: no psqlrc,
+    /// unaligned, tuples only) and returns its output; panics when psql fails. For what a test
+    /// does beside the code under test: terminating sessions, counting them.
+    pub fn psql(&self, sql: &str) -> String {
+        let psql = self.bin.postgres.with_file_name("psql");
+        let out = Command::new(&psql)
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+            ])
+            .args([
+                "postgres",
+                "-d",
+                "postgres",
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", psql.display()));
+        if !out.status.success() {
+            panic!(
+                "psql -c {sql:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The binaries this server runs.
     pub fn binaries(&self) -> &PostgresBinaries {
         &self.bin
