@@ -22,7 +22,8 @@
 //! The backend's job is the atomic compare-and-swap only: the newer-wins rule is decided once,
 //! above every backend, by [`Store`](crate::Store), and is not repeated in SQL.
 //!
-//! Every account write and delete also calls `pg_notify('<t>_changes', '<instance> <key>')` in
+//! Every account write and delete also calls
+//! `pg_notify('<t>_changes', '<instance> <key> <version | deleted>')` in
 //! its transaction (PostgreSQL delivers it on commit, so a listener that reads on hearing it
 //! sees the change; the payload never holds the JWT). A dedicated connection, outside the pool,
 //! `LISTEN`s and forwards other instances' keys to [`Backend::external_changes`]; it drops its
@@ -797,7 +798,8 @@ async fn put_account(
         xor_into(&mut hash, &old);
     }
     xor_into(&mut hash, &Sha256::digest(&row.value));
-    finish_account_write(&tx, sql, hash, announcement).await?;
+    let announcement = format!("{announcement} {version}");
+    finish_account_write(&tx, sql, hash, &announcement).await?;
     tx.commit().await?;
     Ok(version)
 }
@@ -828,7 +830,8 @@ async fn delete_account(
         return Err(Failure::Conflict);
     }
     xor_into(&mut hash, &old);
-    finish_account_write(&tx, sql, hash, announcement).await?;
+    let announcement = format!("{announcement} deleted");
+    finish_account_write(&tx, sql, hash, &announcement).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -1083,7 +1086,10 @@ impl Listener {
     }
 
     fn forward_one(&self, payload: &str) {
-        let Some((instance, key)) = payload.split_once(' ') else {
+        // `<instance> <key> <version | deleted>`: the version is for people watching the
+        // channel; receivers re-read the key either way.
+        let mut fields = payload.split(' ');
+        let (Some(instance), Some(key)) = (fields.next(), fields.next()) else {
             return;
         };
         // Our own writes already updated this instance.

@@ -450,9 +450,18 @@ async fn notifications_carry_the_key_not_the_jwt() {
         .expect("a notification")
         .unwrap();
     assert_eq!(channel, "payload_changes");
-    let (instance, key) = payload.split_once(' ').unwrap();
+    let fields: Vec<&str> = payload.split(' ').collect();
+    let [instance, key, version] = fields[..] else {
+        panic!("{payload}")
+    };
     assert_eq!(key, sub_of(&t));
     assert_eq!(instance.len(), 16, "{payload}");
+    let (_, stored) = backend
+        .get(Namespace::Accounts, &key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(version, stored.0, "the stored version: {payload}");
 }
 
 /// A CA and a server certificate for 127.0.0.1, as PEM.
