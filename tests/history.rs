@@ -100,17 +100,30 @@ impl Instance {
     }
 
     fn start(&mut self) {
+        // The log is kept beside the config, so a failed start says why.
+        let log_path = self.config.with_extension("log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(BIN)
             .arg("-c")
             .arg(&self.config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "instance never listened");
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(exited.is_none(), "instance exited ({exited:?}):\n{}", log());
+            assert!(
+                Instant::now() < deadline,
+                "instance never listened:\n{}",
+                log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

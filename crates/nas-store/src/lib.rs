@@ -498,8 +498,11 @@ struct Inner {
     events: broadcast::Sender<ChangeEvent>,
     hash: Mutex<PackHash>,
     scan: watch::Sender<ScanState>,
-    /// Wakes the scanner: a resync was requested, or the store is being dropped.
+    /// Wakes the scanner: the hash is wanted, a resync was requested, or the store is being
+    /// dropped.
     rescan: Arc<Notify>,
+    /// Whether the first scan was asked for (see [`Store::new`]).
+    scan_started: std::sync::atomic::AtomicBool,
     locks: Vec<tokio::sync::Mutex<()>>,
     /// The last sequence number handed out (see [`Store::generation`]).
     seq: AtomicU64,
@@ -690,6 +693,7 @@ impl Store {
                 hash: Mutex::new(PackHash::default()),
                 scan,
                 rescan: rescan.clone(),
+                scan_started: std::sync::atomic::AtomicBool::new(false),
                 locks: (0..KEY_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
@@ -699,11 +703,36 @@ impl Store {
                 observers: RwLock::new(Vec::new()),
             }),
         };
+        // A backend that reports outside changes which nobody else announces (a watched
+        // directory, nsc) needs every key's digest from the start, to tell after a resync which
+        // keys changed; for every other backend nothing proportional to the store runs until
+        // the PACK hash is first asked for (by the NATS PACK responder), or never.
+        let backend = &store.inner.backend;
+        if backend.external_changes().is_some() && !backend.peers_announce() {
+            store.start_scan();
+        }
         tokio::spawn(scanner(Arc::downgrade(&store.inner), rescan));
         if let Some(external) = store.inner.backend.external_changes() {
             tokio::spawn(forward_external(Arc::downgrade(&store.inner), external));
         }
         store
+    }
+
+    /// Changes may have been missed: every cached entry is read again before it is served, and
+    /// once the hash is kept (a scan ran), a rescan reports the keys that differ. Before any
+    /// scan there is nothing to compare with, and the stale marks are enough.
+    fn resync(&self) {
+        self.mark_all_stale();
+        if self.inner.scan_started.load(AtomicOrdering::SeqCst) {
+            self.inner.rescan.notify_one();
+        }
+    }
+
+    /// Asks for the first hash scan (once; later calls do nothing).
+    fn start_scan(&self) {
+        if !self.inner.scan_started.swap(true, AtomicOrdering::SeqCst) {
+            self.inner.rescan.notify_one();
+        }
     }
 
     /// The backend.
@@ -1319,6 +1348,7 @@ impl Store {
         if let Some(shared) = self.inner.backend.shared_pack_hash().await? {
             return Ok(shared);
         }
+        self.start_scan();
         let mut scan = self.inner.scan.subscribe();
         loop {
             let state = scan.borrow_and_update().clone();
@@ -1447,6 +1477,8 @@ impl Store {
 /// unreachable), then re-reads the store whenever a resync is requested. Holds only a weak
 /// reference between rounds so dropping the last [`Store`] ends it.
 async fn scanner(weak: Weak<Inner>, wake: Arc<Notify>) {
+    // Until someone wants the hash (or a resync, or the store is dropped).
+    wake.notified().await;
     let mut first = true;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -1491,15 +1523,9 @@ async fn forward_external(weak: Weak<Inner>, mut external: broadcast::Receiver<S
         match received {
             // Some changes may have been missed: every cached entry must be read again before
             // it is served, and the differences are reported once everything is re-read.
-            Ok(key) if key == EXTERNAL_RESYNC => {
-                store.mark_all_stale();
-                store.inner.rescan.notify_one()
-            }
+            Ok(key) if key == EXTERNAL_RESYNC => store.resync(),
             Ok(key) => store.external_change(&key).await,
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                store.mark_all_stale();
-                store.inner.rescan.notify_one()
-            }
+            Err(broadcast::error::RecvError::Lagged(_)) => store.resync(),
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }

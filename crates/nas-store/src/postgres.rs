@@ -615,7 +615,9 @@ impl PostgresBackend {
     /// (a transaction-scoped advisory lock; `IF NOT EXISTS` alone races in the catalog). A
     /// schema that is already current needs no DDL right, only `SELECT` on `<t>_schema`.
     async fn migrate(&self) -> Result<(), StoreError> {
-        let bound = self.timeout * 4;
+        // Start-up, not a request: instances starting together queue on the schema lock, and a
+        // loaded database may be slow to answer the first time. Requests keep `timeout`.
+        let bound = (self.timeout * 4).max(Duration::from_secs(10));
         let deadline = Instant::now() + bound;
         let mut client = self.client(deadline).await?;
         let sql = self.sql.clone();

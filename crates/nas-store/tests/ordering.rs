@@ -264,3 +264,32 @@ async fn the_expiry_purge_never_removes_a_newer_jwt_written_by_another_instance_
     assert_eq!(purge.await.unwrap().unwrap(), Vec::<String>::new());
     assert_eq!(b.get_account(&key).await.unwrap(), Some(renewed));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn nothing_proportional_to_the_store_runs_until_the_pack_hash_is_wanted() {
+    let (faults, store) = faulty_store();
+    let signer = SigningKey::generate(KeyRole::Operator);
+    let key = new_account_key();
+    let jwt = mint(&signer, &key, 1_000, 0);
+    let listing = faults.pause(Op::List, Point::Before, None);
+    store
+        .put_account_if_newer(&key, jwt.clone(), &meta(&jwt))
+        .await
+        .unwrap();
+    assert_eq!(store.get_account(&key).await.unwrap(), Some(jwt.clone()));
+    // On this single-threaded runtime every spawned task that is ready runs at a yield: an
+    // eager scan would be parked at the listing by now.
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!listing.was_reached(), "the store was walked at start");
+    let hash = {
+        let store = store.clone();
+        tokio::spawn(async move { store.pack_hash().await })
+    };
+    listing.reached().await;
+    listing.release();
+    use sha2::Digest;
+    let expected: [u8; 32] = sha2::Sha256::digest(&jwt).into();
+    assert_eq!(hash.await.unwrap().unwrap(), expected);
+}
