@@ -192,7 +192,8 @@ impl Listing {
 }
 
 async fn list(backend: &Arc<dyn Backend>, ns: Namespace) -> Result<Vec<String>, CliError> {
-    let fail = |e: nas_store::StoreError| CliError::Io(format!("listing the source's {}: {e}", ns.name()));
+    let fail =
+        |e: nas_store::StoreError| CliError::Io(format!("listing the source's {}: {e}", ns.name()));
     let mut stream = backend.list(ns).await.map_err(fail)?;
     let mut keys = Vec::new();
     while let Some(key) = stream.next().await {
@@ -304,7 +305,9 @@ fn check_stores(from: &StoreConfig, to: &StoreConfig) -> Result<(), CliError> {
         }
     }
     if from == to {
-        return Err(CliError::Usage("--from and --to name the same store".into()));
+        return Err(CliError::Usage(
+            "--from and --to name the same store".into(),
+        ));
     }
     Ok(())
 }
@@ -385,13 +388,15 @@ impl Migration {
             exp: claims.exp,
         };
         let token = Bytes::from(verified.token.clone());
-        Some(match self.dst.put_account_if_newer(key, token, &meta).await {
-            Ok(PutOutcome::Created | PutOutcome::Replaced { .. }) => Outcome::Copied,
-            Ok(PutOutcome::Unchanged) => Outcome::Unchanged,
-            Ok(PutOutcome::Stale { .. } | PutOutcome::TieLost { .. }) => Outcome::SkippedOlder,
-            Ok(PutOutcome::Deleted { .. }) => Outcome::SkippedDeleted,
-            Err(e) => Outcome::Failed(format!("writing the destination: {e}")),
-        })
+        Some(
+            match self.dst.put_account_if_newer(key, token, &meta).await {
+                Ok(PutOutcome::Created | PutOutcome::Replaced { .. }) => Outcome::Copied,
+                Ok(PutOutcome::Unchanged) => Outcome::Unchanged,
+                Ok(PutOutcome::Stale { .. } | PutOutcome::TieLost { .. }) => Outcome::SkippedOlder,
+                Ok(PutOutcome::Deleted { .. }) => Outcome::SkippedDeleted,
+                Err(e) => Outcome::Failed(format!("writing the destination: {e}")),
+            },
+        )
     }
 
     fn lock_issuers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
@@ -410,10 +415,19 @@ impl Migration {
             Ok(iat) => iat,
             Err(reason) => return Some(Outcome::Refused(reason)),
         };
-        Some(self.apply_tombstone(key, request, iat).await.unwrap_or_else(Outcome::Failed))
+        Some(
+            self.apply_tombstone(key, request, iat)
+                .await
+                .unwrap_or_else(Outcome::Failed),
+        )
     }
 
-    async fn apply_tombstone(&self, key: &str, request: Bytes, iat: i64) -> Result<Outcome, String> {
+    async fn apply_tombstone(
+        &self,
+        key: &str,
+        request: Bytes,
+        iat: i64,
+    ) -> Result<Outcome, String> {
         let stored = self
             .dst
             .get_tombstone(key)
@@ -446,12 +460,14 @@ impl Migration {
             Ok(checked) => checked,
             Err(reason) => return Some(Outcome::Refused(reason)),
         };
-        Some(match self.dst.put_activation_if_newer(id, token, iat).await {
-            Ok(PutOutcome::Created | PutOutcome::Replaced { .. }) => Outcome::Copied,
-            Ok(PutOutcome::Unchanged) => Outcome::Unchanged,
-            Ok(_) => Outcome::SkippedOlder,
-            Err(e) => Outcome::Failed(format!("writing the destination: {e}")),
-        })
+        Some(
+            match self.dst.put_activation_if_newer(id, token, iat).await {
+                Ok(PutOutcome::Created | PutOutcome::Replaced { .. }) => Outcome::Copied,
+                Ok(PutOutcome::Unchanged) => Outcome::Unchanged,
+                Ok(_) => Outcome::SkippedOlder,
+                Err(e) => Outcome::Failed(format!("writing the destination: {e}")),
+            },
+        )
     }
 
     fn check_activation(&self, id: &str, bytes: &[u8]) -> Result<(Bytes, i64), String> {
@@ -464,7 +480,9 @@ impl Migration {
         }
         let hash = nas_jwt::activation_hash_id(&claims).map_err(|_| E::BadHash.to_string())?;
         if hash != id {
-            return Err(format!("stored under hash id {id}, but its hash id is {hash}"));
+            return Err(format!(
+                "stored under hash id {id}, but its hash id is {hash}"
+            ));
         }
         let account = if claims.nats.issuer_account.is_empty() {
             &claims.iss
@@ -556,7 +574,11 @@ fn to_json(args: &MigrateArgs, s: &Summary) -> Value {
 }
 
 fn print_human(args: &MigrateArgs, s: &Summary) {
-    let dry = if args.dry_run { " (dry run: nothing was written)" } else { "" };
+    let dry = if args.dry_run {
+        " (dry run: nothing was written)"
+    } else {
+        ""
+    };
     println!("{} -> {}{dry}", redact(&args.from), redact(&args.to));
     println!(
         "{:<12}{:>8}{:>11}{:>15}{:>17}{:>9}{:>8}",

@@ -78,8 +78,8 @@ fn read_config(path: Option<&Path>) -> Result<Config, CliError> {
     let Some(path) = path else {
         return Ok(Config::default());
     };
-    let (config, warnings) = Config::from_file(path)
-        .map_err(|e| CliError::Io(format!("{}: {e}", path.display())))?;
+    let (config, warnings) =
+        Config::from_file(path).map_err(|e| CliError::Io(format!("{}: {e}", path.display())))?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
@@ -94,7 +94,10 @@ fn facts(args: &NatsServerArgs) -> Result<Facts, CliError> {
         .or_else(|| config.operator_jwt_path.clone())
         .or_else(|| nas_server::backend::nsc_operator_jwt(&config.store))
         .ok_or_else(|| {
-            CliError::Usage("no operator: pass --operator or -c with a config that names operatorjwtpath".into())
+            CliError::Usage(
+                "no operator: pass --operator or -c with a config that names operatorjwtpath"
+                    .into(),
+            )
         })?;
     let trust = super::load_operator(&operator_path)?;
     let operator_path = std::path::absolute(&operator_path)
@@ -148,12 +151,18 @@ fn render(args: &NatsServerArgs) -> Result<String, CliError> {
         shape_name(args.shape)
     );
     // Writing into a String cannot fail.
-    let _ = writeln!(out, "operator: {}", quoted(&f.operator_path.to_string_lossy()));
+    let _ = writeln!(
+        out,
+        "operator: {}",
+        quoted(&f.operator_path.to_string_lossy())
+    );
     match &f.system_account {
         Some(sys) => {
             let _ = writeln!(out, "system_account: {sys}");
         }
-        None => out.push_str("# the operator names no system account and the config has no systemaccountjwtpath\n"),
+        None => out.push_str(
+            "# the operator names no system account and the config has no systemaccountjwtpath\n",
+        ),
     }
     match args.shape {
         Shape::Url => out.push_str(&url_resolver(args, &f.config)?),
@@ -175,7 +184,9 @@ fn url_resolver(args: &NatsServerArgs, config: &Config) -> Result<String, CliErr
     let base = match &args.url {
         Some(url) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(CliError::Usage(format!("--url {url:?} is not an http(s):// URL")));
+                return Err(CliError::Usage(format!(
+                    "--url {url:?} is not an http(s):// URL"
+                )));
             }
             let url = url.trim_end_matches('/');
             let url = url.strip_suffix("/jwt/v1/accounts").unwrap_or(url);
@@ -192,7 +203,11 @@ fn url_resolver(args: &NatsServerArgs, config: &Config) -> Result<String, CliErr
 
 /// The URL the config's http block listens on (a wildcard host becomes localhost).
 fn configured_base(config: &Config) -> String {
-    let scheme = if config.http.tls_cert.is_some() { "https" } else { "http" };
+    let scheme = if config.http.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let host = match config.http.host.as_str() {
         "" | "0.0.0.0" | "::" | "[::]" => "localhost",
         host => host,

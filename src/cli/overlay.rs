@@ -47,7 +47,10 @@ impl MigrationBackend {
     /// The overlay's entry for the key, if the dry run wrote or deleted it.
     fn overlaid(&self, ns: Namespace, key: &str) -> Option<Entry> {
         let dry = self.dry.as_ref()?;
-        Self::overlay(dry).entries.get(&(ns, key.to_owned())).cloned()
+        Self::overlay(dry)
+            .entries
+            .get(&(ns, key.to_owned()))
+            .cloned()
     }
 }
 
@@ -92,7 +95,9 @@ impl Backend for MigrationBackend {
             return self.inner.delete(ns, key).await;
         };
         let existed = self.get(ns, key).await?.is_some();
-        Self::overlay(dry).entries.insert((ns, key.to_owned()), None);
+        Self::overlay(dry)
+            .entries
+            .insert((ns, key.to_owned()), None);
         Ok(existed)
     }
 

@@ -61,9 +61,9 @@ pub fn parse(url: &str) -> Result<StoreSpec, StoreUrlError> {
         url: nas_store::redact_url(url),
         reason,
     };
-    let (scheme, rest) = url
-        .split_once(':')
-        .ok_or_else(|| bad("no scheme (dir:, nsc:, redis://, s3://, postgres://, config:)".into()))?;
+    let (scheme, rest) = url.split_once(':').ok_or_else(|| {
+        bad("no scheme (dir:, nsc:, redis://, s3://, postgres://, config:)".into())
+    })?;
     let store = match scheme {
         "config" => return from_config(rest),
         "dir" => parse_dir(rest).map_err(bad)?,
@@ -169,8 +169,9 @@ fn parse_dir(rest: &str) -> Result<StoreConfig, String> {
 /// Takes our parameters out of a client URL, keeping the others (and the rest) as they were.
 fn take_params<'a>(url: &'a str, ours: &[&str]) -> Result<(String, Vec<Param>), String> {
     let (head, params) = split_query(url)?;
-    let (mine, theirs): (Vec<Param>, Vec<Param>) =
-        params.into_iter().partition(|(k, _)| ours.contains(&k.as_str()));
+    let (mine, theirs): (Vec<Param>, Vec<Param>) = params
+        .into_iter()
+        .partition(|(k, _)| ours.contains(&k.as_str()));
     if theirs.is_empty() {
         return Ok((head.to_owned(), mine));
     }
@@ -284,8 +285,7 @@ mod tests {
             panic!("not s3")
         };
         assert_eq!(s.prefix, "nas:");
-        let StoreConfig::Postgres(p) = store("postgres://u@h:5/db?table=t&sslmode=disable")
-        else {
+        let StoreConfig::Postgres(p) = store("postgres://u@h:5/db?table=t&sslmode=disable") else {
             panic!("not postgres")
         };
         assert_eq!(
@@ -296,7 +296,16 @@ mod tests {
 
     #[test]
     fn mistakes_are_refused() {
-        for bad in ["", "/a/b", "dir:", "dir:/a?shrd=1", "s3:b", "s3:///p", "ftp://x", "s3://b?x=1"] {
+        for bad in [
+            "",
+            "/a/b",
+            "dir:",
+            "dir:/a?shrd=1",
+            "s3:b",
+            "s3:///p",
+            "ftp://x",
+            "s3://b?x=1",
+        ] {
             assert!(parse(bad).is_err(), "{bad} parsed");
         }
     }
