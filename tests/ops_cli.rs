@@ -195,10 +195,9 @@ const EXPIRED: usize = 5;
 /// activations) and returns what must come out of it.
 async fn fixture(source: &StoreConfig) -> Fixture {
     let op = Operator::new("migrating");
-    let foreign = Operator::new("foreign");
     let base = now() - 1000;
-    let good = mint(&op, ACCOUNTS, base);
     let store = open(source).await;
+    let good = mint(&op, ACCOUNTS, base);
     let mut expected = BTreeMap::new();
     let mut preseed = Vec::new();
     for (i, (key, jwt)) in good.iter().enumerate() {
@@ -210,45 +209,18 @@ async fn fixture(source: &StoreConfig) -> Fixture {
         }
         expected.insert(key.public_key().as_str().to_owned(), Bytes::from(kept));
     }
-    let mut refused = BTreeMap::new();
-    for i in 0..FOREIGN + EXPIRED {
-        let key = SigningKey::generate(KeyRole::Account);
-        let (jwt, reason) = if i < FOREIGN {
-            let iss = foreign.signing_key.public_key().as_str().to_owned();
-            let jwt = account_jwt(&foreign.signing_key, &key, "FOREIGN", base, 0);
-            (jwt, Some(AcceptError::Untrusted(iss).to_string()))
-        } else {
-            (
-                account_jwt(&op.signing_key, &key, "EXPIRED", base - 1000, base),
-                None,
-            )
-        };
-        put(&store, &jwt).await;
-        refused.insert(key.public_key().as_str().to_owned(), reason);
-    }
-    let deleted = SigningKey::generate(KeyRole::Account);
-    let deleted_key = deleted.public_key().as_str().to_owned();
-    let deleted_jwt = account_jwt(&op.signing_key, &deleted, "DELETED", base - 100, 0);
-    put(&store, &deleted_jwt).await;
+    let refused = seed_refused(&store, &op, base).await;
+    let (deleted_key, deleted_jwt, tombstone) = seed_tombstone(&store, &op, base).await;
     preseed.push(deleted_jwt.clone());
-    let tombstone = Bytes::from(delete_request(
-        vec![deleted_key.clone()],
-        &op.signing_key,
-        base,
-        0,
-    ));
-    store
-        .delete_account_by(&deleted_key, tombstone.clone(), base)
-        .await
-        .unwrap();
     let mut activations = BTreeMap::new();
     for subject in ["svc.a", "svc.b"] {
         let (id, jwt) = activation_jwt(&good[0].0, subject, base);
+        let jwt = Bytes::from(jwt);
         store
-            .put_activation_if_newer(&id, Bytes::from(jwt.clone()), base)
+            .put_activation_if_newer(&id, jwt.clone(), base)
             .await
             .unwrap();
-        activations.insert(id, Bytes::from(jwt));
+        activations.insert(id, jwt);
     }
     Fixture {
         op,
@@ -260,6 +232,41 @@ async fn fixture(source: &StoreConfig) -> Fixture {
         tombstone,
         activations,
     }
+}
+
+/// Foreign-operator and expired accounts, with the reason each must be refused for (`None`:
+/// expired).
+async fn seed_refused(store: &Store, op: &Operator, base: i64) -> BTreeMap<String, Option<String>> {
+    let foreign = Operator::new("foreign");
+    let mut refused = BTreeMap::new();
+    for i in 0..FOREIGN + EXPIRED {
+        let key = SigningKey::generate(KeyRole::Account);
+        let (jwt, reason) = if i < FOREIGN {
+            let iss = foreign.signing_key.public_key().as_str().to_owned();
+            let jwt = account_jwt(&foreign.signing_key, &key, "FOREIGN", base, 0);
+            (jwt, Some(AcceptError::Untrusted(iss).to_string()))
+        } else {
+            let jwt = account_jwt(&op.signing_key, &key, "EXPIRED", base - 1000, base);
+            (jwt, None)
+        };
+        put(store, &jwt).await;
+        refused.insert(key.public_key().as_str().to_owned(), reason);
+    }
+    refused
+}
+
+/// An account deleted by an operator-signed request: its key, its (older) JWT, the request.
+async fn seed_tombstone(store: &Store, op: &Operator, base: i64) -> (String, String, Bytes) {
+    let deleted = SigningKey::generate(KeyRole::Account);
+    let key = deleted.public_key().as_str().to_owned();
+    let jwt = account_jwt(&op.signing_key, &deleted, "DELETED", base - 100, 0);
+    put(store, &jwt).await;
+    let request = Bytes::from(delete_request(vec![key.clone()], &op.signing_key, base, 0));
+    store
+        .delete_account_by(&key, request.clone(), base)
+        .await
+        .unwrap();
+    (key, jwt, request)
 }
 
 impl Fixture {
@@ -303,66 +310,13 @@ async fn migrate_dir_to_redis_to_s3_to_sharded_dir() {
     s3.create_bucket("nas");
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("src");
-    let source = StoreConfig::Dir(DirStore::new(&src_dir));
-    let fx = fixture(&source).await;
+    let fx = fixture(&StoreConfig::Dir(DirStore::new(&src_dir))).await;
     let operator = write(tmp.path(), "operator.jwt", &fx.op.jwt);
-    let config = write(
-        tmp.path(),
-        "src.conf",
-        &format!(
-            "operatorjwtpath: {operator:?}\nstore {{ dir: {:?} }}\n",
-            src_dir.display()
-        ),
-    );
-
-    // The first destination already holds 10 newer JWTs and the JWT the tombstone deletes.
+    let config = format!("operatorjwtpath: {operator:?}\nstore {{ dir: {src_dir:?} }}\n");
+    let config = write(tmp.path(), "src.conf", &config);
     let redis_url = format!("{}?prefix=mig:", redis.url());
-    let redis_store = nas_cli_store(&redis_url);
-    let seeded = open(&redis_store).await;
-    for jwt in &fx.preseed {
-        put(&seeded, jwt).await;
-    }
-    drop(seeded);
-    let before = snapshot(&redis_store).await;
-
-    // A dry run decides what the real run does and writes nothing.
-    let from = format!("config:{config}");
-    let dry = migrate(&from, &redis_url, &["--dry-run", "--json"]);
-    assert_eq!(dry.code, 1, "{}{}", dry.stdout, dry.stderr);
-    assert_eq!(snapshot(&redis_store).await, before, "--dry-run wrote");
-    let real = migrate(&from, &redis_url, &["--json"]);
-    assert_eq!(real.code, 1, "{}{}", real.stdout, real.stderr);
-    let (dry, real) = (dry.json(), real.json());
-    assert_eq!(dry["dry_run"], true);
-    for kind in ["tombstones", "accounts", "activations"] {
-        assert_eq!(counts(&dry, kind), counts(&real, kind), "{kind}");
-    }
-    assert_eq!(counts(&real, "tombstones"), [1, 0, 0, 0, 0, 0]);
-    let accounts = [
-        (ACCOUNTS - NEWER_AT_DESTINATION) as u64,
-        0,
-        NEWER_AT_DESTINATION as u64,
-        0,
-        25,
-        0,
-    ];
-    assert_eq!(counts(&real, "accounts"), accounts);
-    assert_eq!(counts(&real, "activations"), [2, 0, 0, 0, 0, 0]);
-    fx.check_refusals(&real);
-    assert_eq!(snapshot(&redis_store).await, fx.final_state());
-
-    // The tombstone keeps the deleted account's older JWT out of the destination.
-    let stale_dir = tmp.path().join("stale");
-    let stale_store = open(&StoreConfig::Dir(DirStore::new(&stale_dir))).await;
-    put(&stale_store, &fx.deleted_jwt).await;
-    let stale = migrate(
-        &format!("dir:{}", stale_dir.display()),
-        &redis_url,
-        &["--json", "--operator", &operator],
-    );
-    assert_eq!(stale.code, 0, "{}{}", stale.stdout, stale.stderr);
-    assert_eq!(counts(&stale.json(), "accounts"), [0, 0, 0, 1, 0, 0]);
-    assert_eq!(snapshot(&redis_store).await, fx.final_state());
+    first_hop(&fx, &format!("config:{config}"), &redis_url).await;
+    tombstone_keeps_older_out(&fx, tmp.path(), &redis_url, &operator).await;
 
     // Redis → S3 → sharded dir: everything arrives; a second run changes nothing.
     let s3_url = format!(
@@ -382,44 +336,86 @@ async fn migrate_dir_to_redis_to_s3_to_sharded_dir() {
             [ACCOUNTS as u64, 0, 0, 0, 0, 0]
         );
         assert_eq!(counts(&summary, "activations"), [2, 0, 0, 0, 0, 0]);
-        assert_eq!(snapshot(&nas_cli_store(to)).await, fx.final_state(), "{to}");
+        assert_eq!(snapshot(&test_store(to)).await, fx.final_state(), "{to}");
     }
     let key = fx.expected.keys().next().unwrap();
     let shard = &key[key.len() - 2..];
     assert!(sharded.join(shard).join(format!("{key}.jwt")).is_file());
-    let again = migrate(&s3_url, &sharded_url, &["--operator", &operator]);
+    rerun_changes_nothing(&s3_url, &sharded_url, &operator);
+}
+
+/// dir (through `config:`) → Redis holding 10 newer JWTs and the JWT the tombstone deletes: a
+/// dry run first (same summary, nothing written), then the real run.
+async fn first_hop(fx: &Fixture, from: &str, to: &str) {
+    let redis_store = test_store(to);
+    let seeded = open(&redis_store).await;
+    for jwt in &fx.preseed {
+        put(&seeded, jwt).await;
+    }
+    drop(seeded);
+    let before = snapshot(&redis_store).await;
+    let dry = migrate(from, to, &["--dry-run", "--json"]);
+    assert_eq!(dry.code, 1, "{}{}", dry.stdout, dry.stderr);
+    assert_eq!(snapshot(&redis_store).await, before, "--dry-run wrote");
+    let real = migrate(from, to, &["--json"]);
+    assert_eq!(real.code, 1, "{}{}", real.stdout, real.stderr);
+    let (dry, real) = (dry.json(), real.json());
+    assert_eq!(dry["dry_run"], true);
+    for kind in ["tombstones", "accounts", "activations"] {
+        assert_eq!(counts(&dry, kind), counts(&real, kind), "{kind}");
+    }
+    assert_eq!(counts(&real, "tombstones"), [1, 0, 0, 0, 0, 0]);
+    let copied = (ACCOUNTS - NEWER_AT_DESTINATION) as u64;
+    let refused = (FOREIGN + EXPIRED) as u64;
+    let accounts = [copied, 0, NEWER_AT_DESTINATION as u64, 0, refused, 0];
+    assert_eq!(counts(&real, "accounts"), accounts);
+    assert_eq!(counts(&real, "activations"), [2, 0, 0, 0, 0, 0]);
+    fx.check_refusals(&real);
+    assert_eq!(snapshot(&redis_store).await, fx.final_state());
+}
+
+/// The carried tombstone keeps the deleted account's older JWT out of the destination.
+async fn tombstone_keeps_older_out(fx: &Fixture, tmp: &Path, to: &str, operator: &str) {
+    let stale_dir = tmp.join("stale");
+    let stale_store = open(&StoreConfig::Dir(DirStore::new(&stale_dir))).await;
+    put(&stale_store, &fx.deleted_jwt).await;
+    let from = format!("dir:{}", stale_dir.display());
+    let stale = migrate(&from, to, &["--json", "--operator", operator]);
+    assert_eq!(stale.code, 0, "{}{}", stale.stdout, stale.stderr);
+    assert_eq!(counts(&stale.json(), "accounts"), [0, 0, 0, 1, 0, 0]);
+    assert_eq!(snapshot(&test_store(to)).await, fx.final_state());
+}
+
+/// A second run over the same stores finds everything there (human summary).
+fn rerun_changes_nothing(from: &str, to: &str, operator: &str) {
+    let again = migrate(from, to, &["--operator", operator]);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     let row = |name: &str| -> Vec<String> {
-        let line = again
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_default();
-        line.split_whitespace().skip(1).map(str::to_owned).collect()
+        let line = again.stdout.lines().find(|l| l.starts_with(name));
+        let cells = line.unwrap_or_default().split_whitespace().skip(1);
+        cells.map(str::to_owned).collect()
     };
-    assert_eq!(
-        row("accounts"),
-        ["0", "1000", "0", "0", "0", "0"],
-        "{}",
-        again.stdout
-    );
-    assert_eq!(
-        row("tombstones"),
-        ["0", "1", "0", "0", "0", "0"],
-        "{}",
-        again.stdout
-    );
-    assert_eq!(
-        row("activations"),
-        ["0", "2", "0", "0", "0", "0"],
-        "{}",
-        again.stdout
-    );
+    let out = &again.stdout;
+    assert_eq!(row("accounts"), ["0", "1000", "0", "0", "0", "0"], "{out}");
+    assert_eq!(row("tombstones"), ["0", "1", "0", "0", "0", "0"], "{out}");
+    assert_eq!(row("activations"), ["0", "2", "0", "0", "0", "0"], "{out}");
 }
 
 /// A store URL as the test's own code opens it (the binary's grammar, re-implemented only as
 /// far as the test needs: redis, s3, dir).
-fn nas_cli_store(url: &str) -> StoreConfig {
+fn test_store(url: &str) -> StoreConfig {
+    let mut store = test_store_default(url);
+    // moto and a PostgreSQL on a loaded machine can take longer than the server's 800 ms.
+    match &mut store {
+        StoreConfig::Redis(r) => r.timeout = std::time::Duration::from_secs(30),
+        StoreConfig::S3(s) => s.timeout = std::time::Duration::from_secs(30),
+        StoreConfig::Postgres(p) => p.timeout = std::time::Duration::from_secs(30),
+        _ => {}
+    }
+    store
+}
+
+fn test_store_default(url: &str) -> StoreConfig {
     let (head, query) = url.split_once('?').unwrap_or((url, ""));
     let param = |name: &str| {
         query
@@ -496,7 +492,7 @@ async fn an_interrupted_migration_is_resumed_by_running_it_again() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let store = nas_cli_store(&to);
+    let store = test_store(&to);
     let written = snapshot(&store).await.accounts.len();
     assert!(
         written > 0 && written < ACCOUNTS,
@@ -541,6 +537,14 @@ fn migrate_refuses_bad_usage() {
         &[],
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
+    // A dry run into a directory that does not exist does not create it.
+    let op = Operator::new("dry");
+    let operator = write(tmp.path(), "operator.jwt", &op.jwt);
+    let fresh = tmp.path().join("fresh");
+    let to = format!("dir:{}", fresh.display());
+    let run = migrate(&dir, &to, &["--dry-run", "--operator", &operator]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("dry run: nothing was written") && !fresh.exists());
     let help = nas(&["migrate", "--help"]);
     assert_eq!(help.code, 0);
     for needle in [
@@ -568,69 +572,101 @@ fn inspect(file: &str, extra: &[&str]) -> (i32, Value) {
     (run.code, run.json())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inspect_every_kind_with_and_without_the_operator() {
-    let tmp = tempfile::tempdir().unwrap();
-    let op = Operator::new("inspected");
-    let foreign = Operator::new("foreign");
-    let operator = write(tmp.path(), "operator.jwt", &op.jwt);
-    let (app, app_jwt) = op.account("APP");
-    let t = now();
-    let (_, activation) = activation_jwt(&app, "svc.x", t);
-    let files = [
-        ("operator", write(tmp.path(), "op.jwt", &op.jwt)),
-        ("account", write(tmp.path(), "app.jwt", &app_jwt)),
-        (
-            "user",
-            write(tmp.path(), "user.creds", &user_creds(&app, "u")),
-        ),
-        ("activation", write(tmp.path(), "act.jwt", &activation)),
-        (
-            "generic",
-            write(
-                tmp.path(),
-                "del.jwt",
-                &String::from_utf8(delete_request(
-                    vec![app.public_key().as_str().into()],
-                    &op.signing_key,
-                    t,
-                    0,
-                ))
-                .unwrap(),
+/// An operator, one of its accounts, and a file of each JWT kind.
+struct Inspected {
+    tmp: tempfile::TempDir,
+    op: Operator,
+    operator: String,
+    app: SigningKey,
+    app_jwt: String,
+    files: Vec<(&'static str, String)>,
+}
+
+impl Inspected {
+    fn new() -> Inspected {
+        let tmp = tempfile::tempdir().unwrap();
+        let op = Operator::new("inspected");
+        let operator = write(tmp.path(), "operator.jwt", &op.jwt);
+        let (app, app_jwt) = op.account("APP");
+        let (_, activation) = activation_jwt(&app, "svc.x", now());
+        let listed = vec![app.public_key().as_str().to_owned()];
+        let delete = String::from_utf8(delete_request(listed, &op.signing_key, now(), 0)).unwrap();
+        let files = vec![
+            ("operator", write(tmp.path(), "op.jwt", &op.jwt)),
+            ("account", write(tmp.path(), "app.jwt", &app_jwt)),
+            (
+                "user",
+                write(tmp.path(), "user.creds", &user_creds(&app, "u")),
             ),
-        ),
-    ];
-    for (kind, file) in &files {
+            ("activation", write(tmp.path(), "act.jwt", &activation)),
+            ("generic", write(tmp.path(), "del.jwt", &delete)),
+        ];
+        Inspected {
+            tmp,
+            op,
+            operator,
+            app,
+            app_jwt,
+            files,
+        }
+    }
+}
+
+#[test]
+fn inspect_decodes_every_kind_human_and_json() {
+    let x = Inspected::new();
+    for (kind, file) in &x.files {
         let (code, out) = inspect(file, &[]);
         assert_eq!((code, out["kind"].as_str()), (0, Some(*kind)), "{out}");
         assert_eq!(out["signature"]["valid"], true);
         assert!(out["operator"].is_null());
         let human = nas(&["inspect", file]);
         assert_eq!(human.code, 0, "{}", human.stderr);
-        assert!(
-            human
-                .stdout
-                .starts_with(&format!("{kind} JWT (v2), signature valid")),
-            "{}",
-            human.stdout
-        );
+        let first = format!("{kind} JWT (v2), signature valid");
+        assert!(human.stdout.starts_with(&first), "{}", human.stdout);
     }
     // A creds file: its JWT is shown, its seed never.
-    let creds = nas(&["inspect", &files[2].1]);
-    let seed =
-        nas_jwt::creds::extract_seed(&std::fs::read_to_string(&files[2].1).unwrap()).unwrap();
+    let creds_file = &x.files[2].1;
+    let creds = nas(&["inspect", creds_file]);
+    let text = std::fs::read_to_string(creds_file).unwrap();
+    let seed = nas_jwt::creds::extract_seed(&text).unwrap();
     assert!(
         creds.stdout.contains("with a user seed (not shown)"),
         "{}",
         creds.stdout
     );
-    assert!(
-        !creds.stdout.contains(&seed) && !inspect(&files[2].1, &[]).1.to_string().contains(&seed)
+    assert!(!creds.stdout.contains(&seed));
+    assert!(!inspect(creds_file, &[]).1.to_string().contains(&seed));
+    // A broken signature is invalid; unreadable input is an I/O error.
+    let mut tampered = x.app_jwt.clone().into_bytes();
+    let at = tampered.len() - 3;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = write(
+        x.tmp.path(),
+        "tampered.jwt",
+        &String::from_utf8(tampered).unwrap(),
     );
-    // With the operator: the account and the activation are acceptable, the others are not
-    // account JWTs (the POST's reason).
-    for (kind, file) in &files {
-        let (code, out) = inspect(file, &["--operator", &operator]);
+    let (code, out) = inspect(&tampered, &[]);
+    assert_eq!(
+        (code, &out["signature"]["valid"]),
+        (1, &Value::Bool(false)),
+        "{out}"
+    );
+    assert_eq!(nas(&["inspect", "/no/such/file"]).code, 2);
+    assert_eq!(
+        nas(&["inspect", &x.files[1].1, "--operator", "/no/such/op.jwt"]).code,
+        2
+    );
+    assert_eq!(nas(&["inspect"]).code, 2);
+}
+
+#[test]
+fn inspect_with_the_operator_gives_the_reasons_of_a_refused_post() {
+    let x = Inspected::new();
+    // The account and the activation are acceptable; the others are refused as a POST of them
+    // would be.
+    for (kind, file) in &x.files {
+        let (code, out) = inspect(file, &["--operator", &x.operator]);
         let acceptable = matches!(*kind, "account" | "activation");
         assert_eq!(code, if acceptable { 0 } else { 1 }, "{kind}: {out}");
         assert_eq!(out["operator"]["accepted"], acceptable, "{out}");
@@ -644,90 +680,67 @@ async fn inspect_every_kind_with_and_without_the_operator() {
             assert_eq!(reason, expected, "{kind}");
         }
     }
-    let human = nas(&["inspect", &files[1].1, "--operator", &operator]);
-    assert!(
-        human
-            .stdout
-            .contains(&format!("operator {}: accepted", op.identity.public_key())),
-        "{}",
-        human.stdout
-    );
+    let human = nas(&["inspect", &x.files[1].1, "--operator", &x.operator]);
+    let accepted = format!("operator {}: accepted", x.op.identity.public_key());
+    assert!(human.stdout.contains(&accepted), "{}", human.stdout);
 
     // A foreign operator's account and an expired one are refused with the POST's reasons.
+    let foreign = Operator::new("foreign");
     let (_, foreign_jwt) = foreign.account("OTHER");
-    let foreign_file = write(tmp.path(), "foreign.jwt", &foreign_jwt);
-    let (code, out) = inspect(&foreign_file, &["--operator", &operator]);
+    let foreign_file = write(x.tmp.path(), "foreign.jwt", &foreign_jwt);
+    let (code, out) = inspect(&foreign_file, &["--operator", &x.operator]);
     let untrusted = AcceptError::Untrusted(foreign.signing_key.public_key().as_str().into());
-    assert_eq!(
-        (code, &out["operator"]["reason"]),
-        (1, &Value::from(untrusted.to_string()))
-    );
-    let human = nas(&["inspect", &foreign_file, "--operator", &operator]);
+    let reason = Value::from(untrusted.to_string());
+    assert_eq!((code, &out["operator"]["reason"]), (1, &reason));
+    let human = nas(&["inspect", &foreign_file, "--operator", &x.operator]);
     assert!(
         human.stdout.contains(&format!("REFUSED: {untrusted}")),
         "{}",
         human.stdout
     );
-    let expired = account_jwt(&op.signing_key, &app, "OLD", t - 100, t - 10);
-    let expired_file = write(tmp.path(), "expired.jwt", &expired);
+    let t = now();
+    let expired = account_jwt(&x.op.signing_key, &x.app, "OLD", t - 100, t - 10);
+    let expired_file = write(x.tmp.path(), "expired.jwt", &expired);
     let (code, out) = inspect(&expired_file, &[]);
     assert_eq!(
         (code, &out["times"]["expired"]),
         (0, &Value::Bool(true)),
         "{out}"
     );
-    let (code, out) = inspect(&expired_file, &["--operator", &operator]);
+    let (code, out) = inspect(&expired_file, &["--operator", &x.operator]);
     let reason = out["operator"]["reason"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     assert_eq!(code, 1);
+    let invalid = AcceptError::Invalid(Vec::new()).to_string();
     assert!(
-        reason.starts_with(&AcceptError::Invalid(Vec::new()).to_string())
-            && reason.contains("claim is expired"),
+        reason.starts_with(&invalid) && reason.contains("claim is expired"),
         "{reason}"
     );
+}
 
-    // A broken signature is invalid; unreadable input is an I/O error.
-    let mut tampered = app_jwt.clone().into_bytes();
-    let at = tampered.len() - 3;
-    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
-    let tampered = write(
-        tmp.path(),
-        "tampered.jwt",
-        &String::from_utf8(tampered).unwrap(),
-    );
-    let (code, out) = inspect(&tampered, &[]);
-    assert_eq!(
-        (code, &out["signature"]["valid"]),
-        (1, &Value::Bool(false)),
-        "{out}"
-    );
-    assert_eq!(nas(&["inspect", "/no/such/file"]).code, 2);
-    assert_eq!(
-        nas(&["inspect", &files[1].1, "--operator", "/no/such/op.jwt"]).code,
-        2
-    );
-    assert_eq!(nas(&["inspect"]).code, 2);
-
-    // Standard input and a URL of a running account server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_reads_standard_input_and_urls() {
+    let x = Inspected::new();
     let mut child = command(&["inspect", "-", "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), app_jwt.as_bytes()).unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), x.app_jwt.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let out: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out["kind"], "account");
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
-    config.store = StoreConfig::Dir(DirStore::new(tmp.path().join("served")));
-    config.operator_jwt_path = Some(operator.clone().into());
+    config.store = StoreConfig::Dir(DirStore::new(x.tmp.path().join("served")));
+    config.operator_jwt_path = Some(x.operator.clone().into());
     let server = nas_server::server::Server::start(&config).await.unwrap();
-    put(&server.store, &app_jwt).await;
-    let url = format!("{}/jwt/v1/accounts/{}", server.url(), app.public_key());
+    put(&server.store, &x.app_jwt).await;
+    let url = format!("{}/jwt/v1/accounts/{}", server.url(), x.app.public_key());
+    let operator = x.operator.clone();
     let (code, out) =
         tokio::task::spawn_blocking(move || inspect(&url, &["--operator", &operator]))
             .await
@@ -740,12 +753,13 @@ async fn inspect_every_kind_with_and_without_the_operator() {
     let missing = format!(
         "{}/jwt/v1/accounts/{}",
         server.url(),
-        foreign.system.public_key()
+        x.op.system.public_key()
     );
     let run = tokio::task::spawn_blocking(move || nas(&["inspect", &missing]))
         .await
         .unwrap();
     assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("404"), "{}", run.stderr);
     server.stop().await;
 }
 

@@ -21,7 +21,7 @@ EXIT CODES:
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// The JWT: a file (raw JWT, decorated JWT or creds file), `-` for standard input, or an
-    /// http(s):// URL to GET (e.g. http://localhost:9090/jwt/v1/accounts/<key>).
+    /// http(s):// URL to GET (e.g. `http://localhost:9090/jwt/v1/accounts/KEY`).
     #[arg(value_name = "FILE|URL|-")]
     pub source: String,
     /// Operator JWT file: also check the JWT with this server's accept rule (the checks of

@@ -29,7 +29,8 @@ pub const AFTER_HELP: &str = "\
 STORE URLS:
   dir:<path>[?shard=true]            a directory (the Go server's layout); shard=true: sharded
   nsc:<path>                         an nsc operator folder (source only; read-only)
-  redis://[user:pass@]host:port[/db][?prefix=nas:&timeout=<ms>]     (rediss:// for TLS)
+  redis://[user:pass@]host:port[/db][?prefix=nas:&timeout=<ms>]     (rediss:// for TLS;
+                                     timeout: bound of each call, default 30000 ms)
   s3://<bucket>[/<prefix>][?endpoint=<url>&region=<r>&pathstyle=true&allowhttp=true&timeout=<ms>]
                                      credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY;
                                      no /<prefix>: the default prefix nas:
@@ -262,13 +263,7 @@ async fn migrate(args: &MigrateArgs) -> Result<Summary, CliError> {
         })?;
     let trust = super::load_operator(&operator)?;
     let src_raw = open(&from.store, &args.from).await?;
-    let dst_raw = open(&to.store, &args.to).await?;
-    if dst_raw.read_only() {
-        return Err(CliError::Usage(format!(
-            "the destination {} is read-only",
-            redact(&args.to)
-        )));
-    }
+    let dst_raw = open_destination(&to.store, args).await?;
     let listing = Listing::read(&src_raw).await?;
     let migration = Migration {
         src: Store::new(Arc::new(MigrationBackend::new(src_raw, false))),
@@ -316,6 +311,27 @@ async fn open(store: &StoreConfig, url: &str) -> Result<Arc<dyn Backend>, CliErr
     nas_server::backend::open_backend(store)
         .await
         .map_err(|e| CliError::Io(format!("store {}: {e}", redact(url))))
+}
+
+/// The destination backend, which must be writable. A dry run into a directory that does not
+/// exist yet reads an empty store instead of creating the directory.
+async fn open_destination(
+    store: &StoreConfig,
+    args: &MigrateArgs,
+) -> Result<Arc<dyn Backend>, CliError> {
+    let backend: Arc<dyn Backend> = match store {
+        StoreConfig::Dir(d) if args.dry_run && !d.dir.exists() => {
+            Arc::new(nas_store::memory::MemoryBackend::new())
+        }
+        store => open(store, &args.to).await?,
+    };
+    if backend.read_only() {
+        return Err(CliError::Usage(format!(
+            "the destination {} is read-only",
+            redact(&args.to)
+        )));
+    }
+    Ok(backend)
 }
 
 /// A store URL without its password.
@@ -368,7 +384,7 @@ impl Migration {
         summary.add(kind, key, outcome);
     }
 
-    /// One account: the accept rule (as for a POST to /jwt/v1/accounts/<key>), then a
+    /// One account: the accept rule (as for a POST to `/jwt/v1/accounts/KEY`), then a
     /// newer-wins write.
     async fn account(&self, key: &str) -> Option<Outcome> {
         let bytes = match self.src.get_account(key).await {

@@ -36,7 +36,7 @@ pub struct NatsServerArgs {
     /// Operator JWT file (default: the config's operatorjwtpath).
     #[arg(long, value_name = "OPERATOR.JWT")]
     pub operator: Option<PathBuf>,
-    /// This account server's URL as the nats-servers reach it, e.g. https://nas.example.com:9443
+    /// This account server's URL as the nats-servers reach it, e.g. `https://nas.example.com:9443`
     /// (default: from the config's http block). For --shape url.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
@@ -45,12 +45,19 @@ pub struct NatsServerArgs {
     pub resolver_dir: PathBuf,
 }
 
+/// The end of `config nats-server --help`: exit codes.
+pub const AFTER_HELP: &str = "\
+EXIT CODES:
+  0 printed; 2 usage error (no operator, a system account JWT the operator does not trust), or a
+  file cannot be read.";
+
 /// `config`'s subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum ConfigCommand {
     /// Print the operator, system_account and resolver lines (and the system account's
     /// resolver_preload for cache/full) of a nats-server config that uses this account server.
     /// Paste them into nats-server.conf; check with `nats-server -t -c nats-server.conf`.
+    #[command(after_help = AFTER_HELP)]
     NatsServer(NatsServerArgs),
 }
 

@@ -3,13 +3,15 @@
 //! ```text
 //! dir:<path>[?shard=true]                       a directory (the Go server's layout), sharded or not
 //! nsc:<path>                                    an nsc operator folder (read-only: source only)
-//! redis://[user:pass@]host:port[/db][?prefix=nas:&timeout=800]      (rediss:// for TLS)
-//! s3://<bucket>[/<prefix>][?endpoint=<url>&region=<r>&pathstyle=true&allowhttp=true&timeout=800]
+//! redis://[user:pass@]host:port[/db][?prefix=nas:&timeout=<ms>]      (rediss:// for TLS)
+//! s3://<bucket>[/<prefix>][?endpoint=<url>&region=<r>&pathstyle=true&allowhttp=true&timeout=<ms>]
 //! postgres://user[:pass]@host:port/db[?table=nas&pool=8&timeout=800&<libpq parameters>]
 //! config:<file>                                 the `store { … }` block of that config file
 //! ```
 //!
-//! `timeout` is in milliseconds. S3 credentials come from `AWS_ACCESS_KEY_ID` and
+//! `timeout` is in milliseconds, the bound of each call to a shared backend; it defaults to
+//! [`TIMEOUT`] (a batch tool has no nats-server waiting, unlike the server, whose default is
+//! 800 ms); a `config:` store keeps its config's. S3 credentials come from `AWS_ACCESS_KEY_ID` and
 //! `AWS_SECRET_ACCESS_KEY` (never from the URL). Without a `/<prefix>` an S3 store uses the
 //! server's default prefix `nas:`; `s3://bucket/` means no prefix. Query parameters that are not
 //! ours stay in Redis and PostgreSQL URLs (for their clients); unknown ones elsewhere are
@@ -21,6 +23,9 @@ use std::time::Duration;
 use nas_server::config::{
     Config, DirStore, NscStore, PostgresStore, RedisStore, S3Store, StoreConfig,
 };
+
+/// The default bound of each call to a Redis, S3 or PostgreSQL store named by a URL.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a store URL could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +194,7 @@ fn take_params<'a>(url: &'a str, ours: &[&str]) -> Result<(String, Vec<Param>), 
 fn parse_redis(url: &str) -> Result<StoreConfig, String> {
     let (client_url, params) = take_params(url, &["prefix", "timeout"])?;
     let mut redis = RedisStore::new(client_url);
+    redis.timeout = TIMEOUT;
     for (k, v) in params {
         match k.as_str() {
             "prefix" => redis.prefix = v,
@@ -201,6 +207,7 @@ fn parse_redis(url: &str) -> Result<StoreConfig, String> {
 fn parse_postgres(url: &str) -> Result<StoreConfig, String> {
     let (client_url, params) = take_params(url, &["table", "pool", "timeout"])?;
     let mut pg = PostgresStore::new(client_url);
+    pg.timeout = TIMEOUT;
     for (k, v) in params {
         match k.as_str() {
             "table" => pg.table = v,
@@ -229,6 +236,7 @@ fn parse_s3(rest: &str) -> Result<StoreConfig, String> {
         return Err("the bucket is empty".into());
     }
     let mut s3 = S3Store::new(bucket);
+    s3.timeout = TIMEOUT;
     if let Some(prefix) = prefix {
         s3.prefix = percent_decode(prefix)?;
     }
