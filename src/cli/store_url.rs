@@ -5,7 +5,7 @@
 //! nsc:<path>                                    an nsc operator folder (read-only: source only)
 //! redis://[user:pass@]host:port[/db][?prefix=nas:&timeout=<ms>]      (rediss:// for TLS)
 //! s3://<bucket>[/<prefix>][?endpoint=<url>&region=<r>&pathstyle=true&allowhttp=true&timeout=<ms>]
-//! postgres://user[:pass]@host:port/db[?table=nas&pool=8&timeout=800&<libpq parameters>]
+//! postgres://user[:pass]@host:port/db[?table=nas&pool=8&timeout=<ms>&<libpq parameters>]
 //! config:<file>                                 the `store { … }` block of that config file
 //! ```
 //!
