@@ -12,6 +12,7 @@ use clap::Parser;
 use nas_server::config::{Config, DirStore, ExpiryConfig, NscStore, StoreConfig};
 use nas_server::server::Server;
 
+mod cli;
 mod init;
 
 /// Command-line flags, compatible with the Go nats-account-server.
@@ -87,6 +88,18 @@ enum Command {
         #[arg(long, default_value_t = 4222)]
         nats_port: u16,
     },
+    /// Decode a JWT (account, operator, user, activation, generic; or a creds or decorated
+    /// file), show its header and claims, verify its signature and, with --operator, say
+    /// whether this server would accept it and why not.
+    #[command(after_help = cli::inspect::AFTER_HELP)]
+    Inspect(cli::inspect::InspectArgs),
+    /// Copy every account, activation and tombstone from one store to another, through the
+    /// accept rule and newer-wins.
+    #[command(after_help = cli::migrate::AFTER_HELP)]
+    Migrate(cli::migrate::MigrateArgs),
+    /// Print configuration for other programs.
+    #[command(subcommand)]
+    Config(cli::nats_config::ConfigCommand),
 }
 
 /// The Go flag package accepts `-name` for long flags; clap wants `--name`.
@@ -218,22 +231,33 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     Ok(config)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse_from(go_style_args());
-    if let Some(Command::Init {
-        dir,
-        port,
-        nats_port,
-    }) = &cli.command
-    {
-        return match init::run(dir, *port, *nats_port).await {
+/// Runs a subcommand instead of the server.
+async fn run_command(command: &Command) -> ExitCode {
+    match command {
+        Command::Init {
+            dir,
+            port,
+            nats_port,
+        } => match init::run(dir, *port, *nats_port).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("init failed: {e}");
                 ExitCode::from(1)
             }
-        };
+        },
+        Command::Inspect(args) => cli::inspect::run(args).await,
+        Command::Migrate(args) => cli::migrate::run(args).await,
+        Command::Config(cli::nats_config::ConfigCommand::NatsServer(args)) => {
+            cli::nats_config::run(args)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse_from(go_style_args());
+    if let Some(command) = &cli.command {
+        return run_command(command).await;
     }
     let config = match load_config(&cli) {
         Ok(c) => c,
