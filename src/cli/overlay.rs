@@ -90,11 +90,21 @@ impl Backend for MigrationBackend {
         Ok(version)
     }
 
-    async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+    async fn delete(
+        &self,
+        ns: Namespace,
+        key: &str,
+        expected: Option<&Version>,
+    ) -> Result<bool, StoreError> {
         let Some(dry) = &self.dry else {
-            return self.inner.delete(ns, key).await;
+            return self.inner.delete(ns, key, expected).await;
         };
-        let existed = self.get(ns, key).await?.is_some();
+        let current = self.get(ns, key).await?;
+        let existed = match (&current, expected) {
+            (None, _) => false,
+            (Some((_, v)), Some(expected)) if v != expected => return Err(StoreError::Conflict),
+            (Some(_), _) => true,
+        };
         Self::overlay(dry)
             .entries
             .insert((ns, key.to_owned()), None);
