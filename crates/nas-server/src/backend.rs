@@ -6,10 +6,27 @@ use std::sync::Arc;
 use nas_store::Backend;
 
 use crate::config::{DirStore, StoreConfig};
-use crate::server::StartError;
+/// Why a backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The backend refused or could not be reached.
+    #[error("store: {0}")]
+    Store(#[from] nas_store::StoreError),
+    /// Its TLS files are unusable.
+    #[error("TLS is not configured: {0}")]
+    Tls(String),
+    /// The configured store type was left out of this binary.
+    #[error("this binary was built without the {store} store (cargo feature `{feature}`)")]
+    NotBuilt {
+        /// The store type.
+        store: &'static str,
+        /// The cargo feature that adds it.
+        feature: &'static str,
+    },
+}
 
 /// Opens the configured backend (not yet wrapped in the store policy).
-pub async fn open_backend(store: &StoreConfig) -> Result<Arc<dyn Backend>, StartError> {
+pub async fn open_backend(store: &StoreConfig) -> Result<Arc<dyn Backend>, OpenError> {
     Ok(match store {
         StoreConfig::Memory => Arc::new(nas_store::memory::MemoryBackend::new()),
         StoreConfig::Dir(d) => open_dir(d)?,
@@ -20,7 +37,7 @@ pub async fn open_backend(store: &StoreConfig) -> Result<Arc<dyn Backend>, Start
     })
 }
 
-fn open_dir(d: &DirStore) -> Result<Arc<dyn Backend>, StartError> {
+fn open_dir(d: &DirStore) -> Result<Arc<dyn Backend>, OpenError> {
     let options = nas_store::dir::DirOptions {
         sharded: d.shard,
         read_only: d.read_only,
@@ -54,7 +71,7 @@ pub fn nsc_operator_jwt(store: &StoreConfig) -> Option<std::path::PathBuf> {
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(r: &crate::config::RedisStore) -> Result<Arc<dyn Backend>, StartError> {
+async fn open_redis(r: &crate::config::RedisStore) -> Result<Arc<dyn Backend>, OpenError> {
     let options = nas_store::redis::RedisOptions {
         url: r.url.clone(),
         prefix: r.prefix.clone(),
@@ -68,15 +85,15 @@ async fn open_redis(r: &crate::config::RedisStore) -> Result<Arc<dyn Backend>, S
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(_: &crate::config::RedisStore) -> Result<Arc<dyn Backend>, StartError> {
-    Err(StartError::NotBuilt {
+async fn open_redis(_: &crate::config::RedisStore) -> Result<Arc<dyn Backend>, OpenError> {
+    Err(OpenError::NotBuilt {
         store: "redis",
         feature: "redis",
     })
 }
 
 #[cfg(feature = "redis")]
-fn redis_tls(tls: &crate::config::StoreTls) -> Result<nas_store::redis::RedisTls, StartError> {
+fn redis_tls(tls: &crate::config::StoreTls) -> Result<nas_store::redis::RedisTls, OpenError> {
     let client_cert_key = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => Some((read_pem("certificate", cert)?, read_pem("key", key)?)),
         // The config reader refuses a certificate without its key and the other way round.
@@ -89,13 +106,13 @@ fn redis_tls(tls: &crate::config::StoreTls) -> Result<nas_store::redis::RedisTls
 }
 
 #[cfg(feature = "redis")]
-fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, StartError> {
+fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, OpenError> {
     std::fs::read(path)
-        .map_err(|e| StartError::Tls(format!("store {what} {}: {e}", path.display())))
+        .map_err(|e| OpenError::Tls(format!("store {what} {}: {e}", path.display())))
 }
 
 #[cfg(feature = "s3")]
-async fn open_s3(s: &crate::config::S3Store) -> Result<Arc<dyn Backend>, StartError> {
+async fn open_s3(s: &crate::config::S3Store) -> Result<Arc<dyn Backend>, OpenError> {
     let options = nas_store::s3::S3Options {
         bucket: s.bucket.clone(),
         prefix: s.prefix.clone(),
@@ -111,15 +128,15 @@ async fn open_s3(s: &crate::config::S3Store) -> Result<Arc<dyn Backend>, StartEr
 }
 
 #[cfg(not(feature = "s3"))]
-async fn open_s3(_: &crate::config::S3Store) -> Result<Arc<dyn Backend>, StartError> {
-    Err(StartError::NotBuilt {
+async fn open_s3(_: &crate::config::S3Store) -> Result<Arc<dyn Backend>, OpenError> {
+    Err(OpenError::NotBuilt {
         store: "s3",
         feature: "s3",
     })
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres(p: &crate::config::PostgresStore) -> Result<Arc<dyn Backend>, StartError> {
+async fn open_postgres(p: &crate::config::PostgresStore) -> Result<Arc<dyn Backend>, OpenError> {
     let tls = p.tls.ca.clone().map(|ca| nas_store::postgres::TlsFiles {
         ca,
         cert: p.tls.cert.clone(),
@@ -138,8 +155,8 @@ async fn open_postgres(p: &crate::config::PostgresStore) -> Result<Arc<dyn Backe
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(_: &crate::config::PostgresStore) -> Result<Arc<dyn Backend>, StartError> {
-    Err(StartError::NotBuilt {
+async fn open_postgres(_: &crate::config::PostgresStore) -> Result<Arc<dyn Backend>, OpenError> {
+    Err(OpenError::NotBuilt {
         store: "postgres",
         feature: "postgres",
     })

@@ -42,14 +42,9 @@ pub enum StartError {
     /// The audit file cannot be opened.
     #[error("{0}")]
     Audit(String),
-    /// The configured store type was left out of this binary.
-    #[error("this binary was built without the {store} store (cargo feature `{feature}`)")]
-    NotBuilt {
-        /// The store type.
-        store: &'static str,
-        /// The cargo feature that adds it.
-        feature: &'static str,
-    },
+    /// The backend could not be opened.
+    #[error(transparent)]
+    Open(#[from] crate::backend::OpenError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Listen {
