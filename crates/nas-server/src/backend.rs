@@ -107,8 +107,7 @@ fn redis_tls(tls: &crate::config::StoreTls) -> Result<nas_store::redis::RedisTls
 
 #[cfg(feature = "redis")]
 fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, OpenError> {
-    std::fs::read(path)
-        .map_err(|e| OpenError::Tls(format!("store {what} {}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| OpenError::Tls(format!("store {what} {}: {e}", path.display())))
 }
 
 #[cfg(feature = "s3")]
