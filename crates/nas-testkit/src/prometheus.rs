@@ -167,7 +167,7 @@ mod tests {
     fn form_encoding_escapes_promql() {
         assert_eq!(
             form_encode(r#"sum by (le) (rate(x{a=~"b.*"}[5m]))"#),
-            "sum+by+%28le%29+%28rate%28x%7Ba%3D%7E%22b.%2A%22%7D%5B5m%5D%29%29"
+            "sum+by+%28le%29+%28rate%28x%7Ba%3D~%22b.%2A%22%7D%5B5m%5D%29%29"
         );
     }
 }
