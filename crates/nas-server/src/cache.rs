@@ -120,6 +120,8 @@ pub enum Lookup {
 pub struct CacheOptions {
     /// Maximum number of keys held.
     pub max_entries: u64,
+    /// Maximum bytes held (tokens, keys and a fixed per-entry overhead), besides the count.
+    pub max_bytes: u64,
     /// Time after which a verified entry is read again from the store (for stores shared by
     /// several instances without a change channel); `None` keeps entries until evicted or
     /// invalidated.
@@ -135,11 +137,40 @@ impl Default for CacheOptions {
     fn default() -> Self {
         CacheOptions {
             max_entries: 100_000,
+            max_bytes: DEFAULT_MAX_BYTES,
             ttl: None,
             negative_ttl: Duration::from_secs(1),
             max_stale: Duration::from_secs(600),
         }
     }
+}
+
+/// `cache { maxbytes }` by default: 100,000 entries of a typical (700-byte) account JWT are
+/// charged ~175 MiB, so the count binds first unless JWTs are large.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What an entry is charged for besides its token and key: the `Served` and slot structs,
+/// strings and moka's own bookkeeping (measured RSS per cached account minus the token is
+/// about this).
+const ENTRY_OVERHEAD: u64 = 1024;
+
+/// An entry's bytes: its key, its token (when found) and the fixed overhead.
+fn entry_bytes(key: &str, slot: &Slot) -> u64 {
+    let token = match &slot.lookup {
+        Some(Lookup::Found(served)) => served.token.len(),
+        _ => 0,
+    };
+    (key.len() + token) as u64 + ENTRY_OVERHEAD
+}
+
+/// moka bounds one weighted capacity; both bounds fit in it: with capacity `max_entries`, an
+/// entry weighs its share of `max_bytes` in entries, at least 1. Then the total weight stays
+/// under `max_entries` only if the count does (every weight ≥ 1) and the bytes do
+/// (weight ≥ bytes × max_entries / max_bytes).
+fn entry_weight(bytes: u64, max_entries: u64, max_bytes: u64) -> u32 {
+    let share =
+        (u128::from(bytes) * u128::from(max_entries)).div_ceil(u128::from(max_bytes.max(1)));
+    u32::try_from(share.max(1)).unwrap_or(u32::MAX)
 }
 
 /// After a failed load, further requests for the key answer with that failure for this long
@@ -215,8 +246,12 @@ impl VerifiedCache {
         options: &CacheOptions,
     ) -> VerifiedCache {
         let evictions = metrics.cache_evictions.clone();
+        let (max_entries, max_bytes) = (options.max_entries, options.max_bytes);
         let cache = Cache::builder()
-            .max_capacity(options.max_entries)
+            .max_capacity(max_entries)
+            .weigher(move |key: &String, slot: &Slot| {
+                entry_weight(entry_bytes(key, slot), max_entries, max_bytes)
+            })
             .expire_after(PerEntryExpiry {
                 negative_ttl: options.negative_ttl,
             })
@@ -536,6 +571,54 @@ mod tests {
         let token = encode(&mut claims, signer, iat).expect("encode");
         let verified = decode_account_for(token.as_bytes(), None).expect("verifies");
         Arc::new(Served::new(&verified, Bytes::from(token)))
+    }
+
+    /// Holds `n` distinct accounts in a cache with these bounds; returns (entries, bytes held).
+    async fn fill(n: usize, max_entries: u64, max_bytes: u64) -> (u64, u64) {
+        let store = Store::new(Arc::new(MemoryBackend::new()));
+        let options = CacheOptions {
+            max_entries,
+            max_bytes,
+            ..CacheOptions::default()
+        };
+        let cache = VerifiedCache::new(store, None, Arc::new(Metrics::new()), &options);
+        let signer = SigningKey::generate(KeyRole::Operator);
+        for i in 0..n {
+            let account = SigningKey::generate(KeyRole::Account);
+            cache
+                .install(served(&account, &signer, 1), i as u64 + 1)
+                .await;
+        }
+        cache.cache.run_pending_tasks().await;
+        let bytes = cache
+            .cache
+            .iter()
+            .map(|(key, slot)| entry_bytes(&key, &slot))
+            .sum();
+        (cache.cache.entry_count(), bytes)
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_by_entries_and_by_bytes() {
+        // The count binds: 10 entries, bytes to spare.
+        let (entries, _) = fill(50, 10, DEFAULT_MAX_BYTES).await;
+        assert!(entries <= 10, "{entries} entries");
+        // The bytes bind: 1,000 entries allowed, 20 KiB of them (an entry is charged ~1.4 KiB).
+        let (entries, bytes) = fill(50, 1000, 20 * 1024).await;
+        assert!(bytes <= 20 * 1024, "{bytes} bytes in {entries} entries");
+        assert!(
+            entries >= 5,
+            "the byte bound must still let entries in: {entries}"
+        );
+    }
+
+    #[test]
+    fn an_entry_weighs_its_share_of_the_byte_bound_and_at_least_one() {
+        assert_eq!(entry_weight(1_000, 100, 1_000_000), 1);
+        assert_eq!(entry_weight(10_000, 100, 1_000_000), 1);
+        assert_eq!(entry_weight(10_001, 100, 1_000_000), 2);
+        assert_eq!(entry_weight(1_000_000, 100, 1_000_000), 100);
+        assert_eq!(entry_weight(5, 1, 0), 5);
     }
 
     /// Two accepted writes finishing in the opposite order of their store writes: the cache

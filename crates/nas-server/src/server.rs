@@ -223,6 +223,7 @@ impl Core {
             metrics.clone(),
             &CacheOptions {
                 max_entries: config.cache.max_entries,
+                max_bytes: config.cache.max_bytes,
                 ttl: config.cache.ttl,
                 negative_ttl: config.cache.negative_ttl,
                 max_stale: config.cache.max_stale,

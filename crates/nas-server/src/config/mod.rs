@@ -163,6 +163,8 @@ pub struct LoggingConfig {
 pub struct CacheConfig {
     /// Maximum accounts held.
     pub max_entries: u64,
+    /// Maximum bytes held (`maxbytes`; tokens, keys and ~1 KiB of overhead per entry).
+    pub max_bytes: u64,
     /// Revalidation interval for stores shared by several instances (`None` = never).
     pub ttl: Option<Duration>,
     /// How long an unknown account is remembered as missing.
@@ -294,6 +296,7 @@ impl Default for Config {
             expiry: ExpiryConfig::default(),
             cache: CacheConfig {
                 max_entries: 100_000,
+                max_bytes: crate::cache::DEFAULT_MAX_BYTES,
                 ttl: None,
                 negative_ttl: Duration::from_secs(1),
                 max_stale: DEFAULT_MAX_STALE,
@@ -711,6 +714,10 @@ fn read_nats(m: &Block<'_>, n: &mut NatsConfig) -> Result<(), ConfigError> {
 fn read_cache(m: &Block<'_>, cache: &mut CacheConfig) -> Result<(), ConfigError> {
     if let Some(n) = Reader::int(m, "maxentries")? {
         cache.max_entries = u64::try_from(n).unwrap_or(0).max(1);
+    }
+    if let Some(n) = Reader::int(m, "maxbytes")? {
+        // Below one JWT's worth the cache could hold nothing useful.
+        cache.max_bytes = u64::try_from(n).unwrap_or(0).max(64 * 1024);
     }
     cache.ttl = Reader::millis(m, "ttl")?.filter(|d| !d.is_zero());
     set(&mut cache.negative_ttl, Reader::millis(m, "negativettl")?);
