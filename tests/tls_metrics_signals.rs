@@ -82,6 +82,51 @@ async fn https_and_a_separate_metrics_listener() {
     assert!(err.to_string().contains("TLS is not configured"), "{err}");
 }
 
+/// The binary started on `conf`, its log lines read as they come; killed if the test fails
+/// before it ends it.
+struct Logged {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Logged {
+    fn start(conf: &std::path::Path) -> Logged {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nats-account-server"))
+            .args(["-c", conf.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Logged { child, lines }
+    }
+
+    /// Whether a line containing `needle` arrives within 20 s.
+    fn wait_for(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn sighup_reloads_the_config_and_sigterm_stops_gracefully() {
     let tmp = tempfile::tempdir().unwrap();
@@ -95,32 +140,11 @@ fn sighup_reloads_the_config_and_sigterm_stops_gracefully() {
         .unwrap()
     };
     write_conf(10);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-account-server"))
-        .args(["-c", conf.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return true,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        false
-    };
+    let mut server = Logged::start(&conf);
+    let wait_for = |needle: &str| server.wait_for(needle);
     assert!(wait_for("resolver: URL("), "server did not start");
     write_conf(20);
-    let pid = child.id().to_string();
+    let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
         .status()
@@ -138,18 +162,8 @@ fn sighup_reloads_the_config_and_sigterm_stops_gracefully() {
         .status()
         .unwrap()
         .success());
-    let status = child.wait().unwrap();
+    let status = server.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful stop exits 0");
-}
-
-/// Kills the child if the test fails before it ends it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -179,30 +193,8 @@ fn a_new_operator_signing_key_is_trusted_once_the_file_changes_without_a_signal(
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-account-server"))
-        .args(["-c", conf.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let _child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return true,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        false
-    };
+    let server = Logged::start(&conf);
+    let wait_for = |needle: &str| server.wait_for(needle);
     assert!(wait_for("resolver: URL("), "server did not start");
 
     let rotated = SigningKey::generate(KeyRole::Operator);

@@ -287,6 +287,9 @@ impl Accepter {
         body: &[u8],
         result: &Result<(Accepted, Arc<Served>), AcceptError>,
     ) {
+        if !self.audit.is_on() {
+            return;
+        }
         let background = matches!(
             path,
             WritePath::PackMerge | WritePath::Primary | WritePath::NatsLookup

@@ -124,6 +124,12 @@ impl Audit {
         })
     }
 
+    /// Whether records go anywhere (callers skip building them otherwise: a PACK merge of a
+    /// large store would describe every line for nothing).
+    pub fn is_on(&self) -> bool {
+        self.queue.is_some()
+    }
+
     /// Queues `record`; drops it (counted) when the writer is behind.
     pub fn record(&self, record: AuditRecord) {
         let Some((queue, metrics)) = &self.queue else {
