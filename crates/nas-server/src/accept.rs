@@ -328,11 +328,16 @@ impl Accepter {
         let written = self
             .store
             .put_account(&claims.sub, token.clone(), &meta, path.notifies())
-            .await
-            .map_err(|e| match e {
-                StoreError::ReadOnly => AcceptError::ReadOnly(self.read_only_hint.clone()),
-                other => AcceptError::Store(other),
-            })?;
+            .await;
+        if matches!(written, Err(StoreError::Unavailable(_))) {
+            // The write may have landed without our hearing of it (our own announcements are
+            // not echoed back): the cached version may be superseded, so it is read again.
+            self.cache.forget_below(&claims.sub, u64::MAX).await;
+        }
+        let written = written.map_err(|e| match e {
+            StoreError::ReadOnly => AcceptError::ReadOnly(self.read_only_hint.clone()),
+            other => AcceptError::Store(other),
+        })?;
         let new_iat = claims.iat;
         let accepted = match written.outcome {
             PutOutcome::Created => Accepted::Created,
