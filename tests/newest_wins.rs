@@ -144,6 +144,56 @@ async fn a_post_whose_write_timed_out_but_landed_is_served_and_acknowledged() {
     server.stop().await;
 }
 
+/// The write lands, its reply is lost and so is the read-back that would have told: the client
+/// hears 503 (nothing was acknowledged), and this instance must not go on serving the version it
+/// had cached, since nobody will tell it (its own writes are not echoed back).
+#[tokio::test]
+async fn a_write_of_unknown_outcome_that_landed_unheard_is_served_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("unheard");
+    let (server, faults) = start(tmp.path(), &op, |_| {}).await;
+    let (acc, v1) = op.account("A");
+    let key = acc.public_key().as_str().to_owned();
+    assert_eq!(post(&server, &key, &v1).await.0, 200);
+    assert_eq!(
+        get(&server.url(), &key).await,
+        (200, v1.clone()),
+        "v1 cached"
+    );
+    let v2 = reissue(&op, &acc, "A2", common::now() + 5, |_| {});
+    // Hold the write once it has decided (after its first read), then make the write land but
+    // report a timeout, and make the read-back fail too.
+    let held = faults.pause(Op::Put, Point::Before, Some(&key));
+    let posting = tokio::spawn({
+        let (url, key, v2) = (server.url(), key.clone(), v2.clone());
+        async move {
+            let res = reqwest::Client::new()
+                .post(format!("{url}/jwt/v1/accounts/{key}"))
+                .body(v2)
+                .send()
+                .await
+                .unwrap();
+            res.status().as_u16()
+        }
+    });
+    held.reached().await;
+    let lost = || StoreError::Unavailable("injected timeout".into());
+    faults.fail(Op::Put, Point::After, Some(&key), lost(), 1);
+    faults.fail(Op::Get, Point::Before, Some(&key), lost(), 1);
+    held.release();
+    assert_eq!(
+        posting.await.unwrap(),
+        503,
+        "an unknown outcome is not acknowledged"
+    );
+    assert_eq!(
+        get(&server.url(), &key).await,
+        (200, v2),
+        "the instance kept serving the version the landed write replaced"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn concurrent_posts_end_with_the_newest_served() {
     let tmp = tempfile::tempdir().unwrap();
