@@ -194,6 +194,60 @@ async fn a_write_of_unknown_outcome_that_landed_unheard_is_served_next() {
     server.stop().await;
 }
 
+/// A delete that lands while its reply is lost: with the read-back answering, the delete is
+/// reported done; with the read-back lost too, the client hears 503 and the deleted account is
+/// not served from this instance's cache any more.
+#[tokio::test]
+async fn a_delete_of_unknown_outcome_is_read_back_and_never_served_from_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("unheard-delete");
+    std::fs::write(tmp.path().join("SYS.jwt"), &op.system_jwt).unwrap();
+    let (server, faults) = start(tmp.path(), &op, |c| {
+        c.nats.allow_delete = true;
+        c.system_account_jwt_path = Some(tmp.path().join("SYS.jwt"));
+    })
+    .await;
+    let lost = || StoreError::Unavailable("injected timeout".into());
+    for read_back_lost in [false, true] {
+        let (acc, v1) = op.account("A");
+        let key = acc.public_key().as_str().to_owned();
+        assert_eq!(post(&server, &key, &v1).await.0, 200);
+        assert_eq!(get(&server.url(), &key).await.0, 200, "cached");
+        let held = faults.pause(Op::Delete, Point::Before, Some(&key));
+        let deleting = tokio::spawn({
+            let (url, key) = (server.url(), key.clone());
+            let body = common::delete_request(vec![key.clone()], &op.signing_key, common::now(), 0);
+            async move {
+                let res = reqwest::Client::new()
+                    .delete(format!("{url}/jwt/v1/accounts/{key}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                res.status().as_u16()
+            }
+        });
+        held.reached().await;
+        faults.fail(Op::Delete, Point::After, Some(&key), lost(), 1);
+        if read_back_lost {
+            faults.fail(Op::Get, Point::Before, Some(&key), lost(), 1);
+        }
+        held.release();
+        let expected = if read_back_lost { 503 } else { 200 };
+        assert_eq!(
+            deleting.await.unwrap(),
+            expected,
+            "read-back lost: {read_back_lost}"
+        );
+        assert_eq!(
+            get(&server.url(), &key).await.0,
+            404,
+            "a deleted account was served (read-back lost: {read_back_lost})"
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn concurrent_posts_end_with_the_newest_served() {
     let tmp = tempfile::tempdir().unwrap();

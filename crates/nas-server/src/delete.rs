@@ -281,7 +281,12 @@ impl Deleter {
                     failures.push(format!("{key}: {reason}"));
                 }
                 Err(e) => {
-                    unavailable |= matches!(e, StoreError::Unavailable(_));
+                    if matches!(e, StoreError::Unavailable(_)) {
+                        // The delete may have landed unheard (our own changes are not echoed
+                        // back): the cached account must be read again, as after a put.
+                        unavailable = true;
+                        self.cache.forget_below(key, u64::MAX).await;
+                    }
                     self.audit
                         .record(audit("error").for_account(key).because(&e));
                     failures.push(format!("{key}: {e}"));

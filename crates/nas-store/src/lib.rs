@@ -1160,9 +1160,19 @@ impl Store {
         version: &Version,
     ) -> Result<bool, StoreError> {
         let backend = &self.inner.backend;
-        let deleted = backend
+        let deleted = match backend
             .delete(Namespace::Accounts, key, Some(version))
-            .await?;
+            .await
+        {
+            Err(e @ StoreError::Unavailable(_)) => {
+                // The delete may have landed: if it did, it must not go unannounced (as a put).
+                match backend.get(Namespace::Accounts, key).await {
+                    Ok(None) => true,
+                    _ => return Err(e),
+                }
+            }
+            other => other?,
+        };
         if deleted {
             self.lock_hash().set(key, None);
             self.emit(key, Some(bytes), None, false, false);
