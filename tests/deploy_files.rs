@@ -3,6 +3,8 @@
 //! runs as non-root with resources, and the `nas.conf` of its ConfigMap parses without warnings
 //! once the pod's volumes (ConfigMap and Secret files) and environment (`$VAR` from the Secret)
 //! are laid out as the kubelet would; the alert rules and the dashboard have what operators need.
+//! Every manifest also passes the Kubernetes API schemas (`kubernetes-validate --strict`, which
+//! rejects unknown fields) of the oldest and newest Kubernetes versions we document.
 //! (`tests/prometheus.rs` evaluates the PromQL itself against a real Prometheus.)
 
 use std::collections::HashMap;
@@ -278,6 +280,47 @@ fn every_kubernetes_example_is_checked() {
         .collect();
     files.sort();
     assert_eq!(files, ["postgres.yaml", "redis.yaml", "s3.yaml"]);
+}
+
+/// Runs `kubernetes-validate --strict` for Kubernetes `version` on `files`: (success, output).
+fn kubernetes_validate(version: &str, files: &[PathBuf]) -> (bool, String) {
+    let out = std::process::Command::new(nas_testkit::require_kubernetes_validate())
+        .args(["--strict", "--no-warn", "-k", version])
+        .args(files)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn every_kubernetes_manifest_passes_the_api_schemas_strictly() {
+    let files: Vec<PathBuf> = ["postgres.yaml", "redis.yaml", "s3.yaml"]
+        .iter()
+        .map(|f| repo().join("deploy/kubernetes").join(f))
+        .collect();
+    for version in ["1.29.0", "1.37.0"] {
+        let (ok, text) = kubernetes_validate(version, &files);
+        assert!(
+            ok,
+            "manifests fail the Kubernetes {version} schemas:\n{text}"
+        );
+        // Four resources per file (ConfigMap, Secret, Deployment, Service), each checked.
+        assert_eq!(text.matches(" passed for resource ").count(), 12, "{text}");
+    }
+    // The checker is strict: a misspelt field of one Deployment is caught.
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("typo.yaml");
+    let manifest = std::fs::read_to_string(&files[1]).unwrap();
+    std::fs::write(
+        &typo,
+        manifest.replacen("containerPort:", "containerPortt:", 1),
+    )
+    .unwrap();
+    let (ok, text) = kubernetes_validate("1.37.0", &[typo]);
+    assert!(!ok, "a misspelt field passed:\n{text}");
+    assert!(text.contains("deployment/nats-account-server"), "{text}");
 }
 
 #[test]

@@ -526,6 +526,31 @@ pub fn require_moto_server() -> ServiceBinary {
     find_moto_server().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Finds `kubernetes-validate` (the PyPI schema checker of Kubernetes manifests):
+/// `$NAS_KUBERNETES_VALIDATE`, else `<repo>/.tools/venv/bin/kubernetes-validate`.
+pub fn find_kubernetes_validate() -> Result<PathBuf, MissingDependency> {
+    let var = "NAS_KUBERNETES_VALIDATE";
+    let (path, origin) = match env_path(var) {
+        Some(p) => (p, format!(" (set by {var})")),
+        None => (
+            tools_venv().join("bin").join("kubernetes-validate"),
+            String::new(),
+        ),
+    };
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(MissingDependency::new(format!(
+        "kubernetes-validate not found at {}{origin}; {INSTALL_HINT}",
+        path.display()
+    )))
+}
+
+/// Like [`find_kubernetes_validate`] but panics with an install hint when missing.
+pub fn require_kubernetes_validate() -> PathBuf {
+    find_kubernetes_validate().unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,10 +48,11 @@ mod redis;
 mod s3;
 
 pub use discover::{
-    find_moto_server, find_nats, find_postgres, find_prometheus, find_redis_server, nats_servers,
-    repo_root, require_moto_server, require_nats, require_nats_servers, require_postgres,
-    require_prometheus, require_redis_server, tools_venv, MissingDependency, NatsBinary,
-    NatsVersion, PostgresBinaries, PrometheusBinaries, ServiceBinary, INSTALL_HINT,
+    find_kubernetes_validate, find_moto_server, find_nats, find_postgres, find_prometheus,
+    find_redis_server, nats_servers, repo_root, require_kubernetes_validate, require_moto_server,
+    require_nats, require_nats_servers, require_postgres, require_prometheus, require_redis_server,
+    tools_venv, MissingDependency, NatsBinary, NatsVersion, PostgresBinaries, PrometheusBinaries,
+    ServiceBinary, INSTALL_HINT,
 };
 pub use nats::{NatsServer, NatsServerBuilder};
 pub use net::{free_port, http_request, HttpResponse};
