@@ -195,6 +195,24 @@ pub struct AuditConfig {
     pub subject: Option<String>,
 }
 
+/// `sync { interval, timeout }` (new): the periodic drift check against the nats-servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncConfig {
+    /// How often to compare the store with every nats-server (`None` = never, the default).
+    pub interval: Option<Duration>,
+    /// Bound of each request of a check and of collecting fanned-out answers.
+    pub timeout: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            interval: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -237,6 +255,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// The periodic drift check.
+    pub sync: SyncConfig,
     /// Where the config came from (for SIGHUP reloads).
     pub source: Option<PathBuf>,
 }
@@ -306,6 +326,7 @@ impl Default for Config {
                 listen: None,
             },
             audit: AuditConfig::default(),
+            sync: SyncConfig::default(),
             source: None,
         }
     }
@@ -594,6 +615,12 @@ impl Config {
             c.audit.file = Reader::path(m, "file")?;
             c.audit.subject = Reader::string(m, "subject")?.filter(|s| !s.is_empty());
         }
+        if let Some(ref m) = Reader::block(root, "sync")? {
+            if let Some(d) = Reader::millis(m, "interval")? {
+                c.sync.interval = (!d.is_zero()).then_some(d);
+            }
+            set(&mut c.sync.timeout, Reader::millis(m, "timeout")?);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -608,6 +635,11 @@ impl Config {
         if self.audit.subject.is_some() && self.nats.servers.is_empty() {
             return Err(ConfigError::Invalid(
                 "audit.subject needs a NATS connection (nats { servers })".into(),
+            ));
+        }
+        if self.sync.interval.is_some() && self.nats.servers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "sync.interval needs a NATS connection (nats { servers })".into(),
             ));
         }
         if self.primary.is_some() && matches!(self.store, StoreConfig::Nsc(_)) {
