@@ -307,6 +307,8 @@ pub struct Report {
     pub unanswered: Vec<(String, String)>,
     /// The store's accounts at the time of the check.
     pub store: BTreeMap<String, Bytes>,
+    /// Server id → index of the client that reaches it.
+    pub routes: std::collections::HashMap<String, usize>,
 }
 
 impl Report {
@@ -335,7 +337,74 @@ pub async fn check(
         drifts,
         unanswered: survey.unanswered,
         store,
+        routes: survey.routes,
     })
+}
+
+/// What `--repair` did with one account on one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// The server's name.
+    pub server: String,
+    /// The account.
+    pub account: String,
+    /// The server's answer (`jwt updated`), or why it was not pushed or failed.
+    pub result: Result<String, String>,
+}
+
+/// Pushes the store's JWT of every missing and older account to the servers lacking it. An
+/// account some server holds in a newer version is not pushed: the store is behind, and
+/// full resolvers store an update unconditionally, so the push could replace the newer JWT
+/// on servers this check cannot read. Each push is heard by every server of the connection's
+/// cluster (`$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE`); servers holding that version already
+/// change nothing.
+pub async fn repair(
+    clients: &[async_nats::Client],
+    report: &Report,
+    timeout: Duration,
+    progress: &dyn crate::nats::Progress,
+) -> Vec<Pushed> {
+    let ahead: BTreeSet<&String> = report.drifts.iter().flat_map(|d| &d.newer).collect();
+    let mut out = Vec::new();
+    // (client, account) → (server id → name): one push per cluster and account.
+    let mut plan: BTreeMap<(usize, &String), BTreeMap<String, String>> = BTreeMap::new();
+    for d in &report.drifts {
+        let Some(&client) = report.routes.get(&d.server.id) else {
+            continue;
+        };
+        for key in d.to_push() {
+            if ahead.contains(key) {
+                out.push(Pushed {
+                    server: d.server.name.clone(),
+                    account: key.clone(),
+                    result: Err("not pushed: a nats-server holds a newer JWT than the store".into()),
+                });
+                continue;
+            }
+            let targets = plan.entry((client, key)).or_default();
+            targets.insert(d.server.id.clone(), d.server.name.clone());
+        }
+    }
+    progress.planned(plan.len() as u64);
+    for ((client, key), targets) in plan {
+        let ids = targets.keys().cloned().collect();
+        let jwt = report.store[key].clone();
+        let answers = crate::nats::push(&clients[client], key, jwt, &ids, timeout).await;
+        progress.done(1);
+        for (id, name) in targets {
+            let result = answers
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| Err("no answer".into()));
+            out.push(Pushed {
+                server: name,
+                account: key.clone(),
+                result,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.server, &a.account).cmp(&(&b.server, &b.account)));
+    out
 }
 
 #[cfg(test)]

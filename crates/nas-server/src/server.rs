@@ -360,8 +360,9 @@ fn jwt_from(
     Ok(Some((read_file(what, path)?, path.display().to_string())))
 }
 
-/// The operator JWT (served verbatim) and the trust it defines, when one is configured.
-fn load_operator(
+/// The operator JWT (served verbatim) and the trust it defines, when one is configured
+/// (`operator`, `operatorjwtpath`, or an nsc store's operator).
+pub fn load_operator(
     config: &Config,
 ) -> Result<(Option<Bytes>, Option<Arc<OperatorTrust>>), StartError> {
     let path = operator_path(config);
