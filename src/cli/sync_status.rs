@@ -148,9 +148,8 @@ async fn sync_status(args: &SyncStatusArgs) -> Result<Outcome, CliError> {
         None
     };
     bar.0.finish_and_clear();
-    for client in clients {
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.drain()).await;
-    }
+    // Every request was answered or timed out: nothing is left to flush.
+    drop(clients);
     Ok(Outcome { first, repair })
 }
 
@@ -231,40 +230,39 @@ async fn open_store(args: &SyncStatusArgs, config: &Config) -> Result<VerifiedCa
     ))
 }
 
-/// One connection per server URL, made as the server makes its own (system user, TLS), each
-/// waited for up to `connecttimeout`.
+/// One connection per server URL, made as the server makes its own (system user, TLS) and all
+/// at once, each waited for up to `connecttimeout`.
 async fn connect(nats: &NatsConfig) -> Result<Vec<async_nats::Client>, CliError> {
-    let mut clients = Vec::new();
-    for url in &nats.servers {
-        let config = NatsConfig {
-            servers: vec![url.clone()],
-            ..nats.clone()
-        };
-        let fail = |why: String| {
-            CliError::Io(format!("NATS {}: {why}", nas_store::redact_url(url)))
-        };
-        let (client, mut events) = nas_server::nats::connect(&config, Arc::new(Metrics::new()))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let connected = async {
-            while let Some(event) = events.recv().await {
-                if matches!(event, async_nats::Event::Connected) {
-                    return true;
-                }
-            }
-            false
-        };
-        match tokio::time::timeout(nats.connect_timeout, connected).await {
-            Ok(true) => clients.push(client),
-            _ => {
-                return Err(fail(format!(
-                    "not connected within {:?}",
-                    nats.connect_timeout
-                )))
+    futures::future::try_join_all(nats.servers.iter().map(|url| connect_one(nats, url))).await
+}
+
+async fn connect_one(nats: &NatsConfig, url: &str) -> Result<async_nats::Client, CliError> {
+    let config = NatsConfig {
+        servers: vec![url.to_owned()],
+        // async-nats waits this long before every attempt, the first included; a command
+        // retries quickly within its connect timeout instead.
+        reconnect_wait: Duration::from_millis(50),
+        ..nats.clone()
+    };
+    let fail = |why: String| CliError::Io(format!("NATS {}: {why}", nas_store::redact_url(url)));
+    let (client, mut events) = nas_server::nats::connect(&config, Arc::new(Metrics::new()))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let connected = async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, async_nats::Event::Connected) {
+                return true;
             }
         }
+        false
+    };
+    match tokio::time::timeout(nats.connect_timeout, connected).await {
+        Ok(true) => Ok(client),
+        _ => Err(fail(format!(
+            "not connected within {:?}",
+            nats.connect_timeout
+        ))),
     }
-    Ok(clients)
 }
 
 /// The progress bar as the survey's progress.
