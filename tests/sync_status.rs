@@ -1,6 +1,7 @@
 //! Drift against real nats-servers (operator mode, full resolvers, 2.9.10 and 2.15.1 mixed):
-//! `sync-status` over three unclustered servers — one in sync, one missing accounts, one using
-//! an older version of an account — with its table, JSON and exit code 1; `--repair` fixes both
+//! `sync-status` over four unclustered servers — one in sync, one missing accounts, one using
+//! an older version of an account, and a cache resolver, which lacks every account without that
+//! being drift — with its table, JSON and exit code 1; `--repair` fixes both
 //! (exit 0) and a re-run finds everything in sync. Then the periodic task of `sync { interval }`:
 //! `nas_drift_accounts` shows a missing and an extra account of a real server and follows a
 //! repair. And the usage and connection errors (exit 2).
@@ -35,7 +36,10 @@ impl Run {
 }
 
 fn nas(args: &[&str]) -> Run {
-    let out = Command::new(BIN).args(args).output().expect("run the binary");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run the binary");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -87,9 +91,20 @@ impl Setup {
 
     /// A standalone full-resolver nats-server named `name` whose directory holds `files`.
     fn full_server(&self, bin: &NatsBinary, name: &str, files: &[(String, String)]) -> NatsServer {
+        self.server(bin, name, "full", files)
+    }
+
+    /// A standalone `kind` (full or cache) resolver nats-server named `name`.
+    fn server(
+        &self,
+        bin: &NatsBinary,
+        name: &str,
+        kind: &str,
+        files: &[(String, String)],
+    ) -> NatsServer {
         let config = format!(
             "server_name: {name}\n{}",
-            cache_or_full_config(&self.op, "full", "")
+            cache_or_full_config(&self.op, kind, "")
         );
         let mut builder = NatsServer::builder(bin).config(config);
         for (key, jwt) in files {
@@ -156,6 +171,7 @@ async fn sync_status_finds_missing_and_older_accounts_and_repair_fixes_them() {
     let s1 = setup.full_server(new_bin, "s1", &setup.files(0..5));
     let s2 = setup.full_server(new_bin, "s2", &setup.files(0..2));
     let s3 = setup.full_server(old_bin, "s3", &s3_files);
+    let s4 = setup.server(old_bin, "s4", "cache", &[]);
     let _users = [
         connect_user(&setup, 0, &s1).await,
         connect_user(&setup, 0, &s3).await,
@@ -164,7 +180,7 @@ async fn sync_status_finds_missing_and_older_accounts_and_repair_fixes_them() {
     let store_url = format!("dir:{}", store.display());
     let (op, creds) = (setup.path("operator.jwt"), setup.path("sys.creds"));
     let (op, creds) = (op.to_str().unwrap(), creds.to_str().unwrap());
-    let urls = [s1.url(), s2.url(), s3.url()];
+    let urls = [s1.url(), s2.url(), s3.url(), s4.url()];
     let args = |extra: &[&'static str]| -> Vec<String> {
         let mut a: Vec<String> = vec!["sync-status".into()];
         for url in &urls {
@@ -183,12 +199,38 @@ async fn sync_status_finds_missing_and_older_accounts_and_repair_fixes_them() {
     let table = run(&[]);
     assert_eq!(table.code, 1, "{}\n{}", table.stdout, table.stderr);
     let v = |name| row(&table.stdout, name);
-    assert_eq!(v("s1")[0..7], ["full", new_bin.reported_version.as_str(), "5", "0", "0", "0", "0"]);
+    assert_eq!(
+        v("s1")[0..7],
+        [
+            "full",
+            new_bin.reported_version.as_str(),
+            "5",
+            "0",
+            "0",
+            "0",
+            "0"
+        ]
+    );
     assert_eq!(v("s1")[7], "in");
     assert_eq!(v("s2")[2..7], ["2", "3", "0", "0", "0"]);
     assert_eq!(v("s2")[7], "drift");
-    assert_eq!(v("s3")[0..7], ["full", old_bin.reported_version.as_str(), "4", "0", "1", "0", "0"]);
-    assert!(table.stdout.contains("1 of 3 nats-servers in sync with the store's 5 accounts"));
+    assert_eq!(
+        v("s3")[0..7],
+        [
+            "full",
+            old_bin.reported_version.as_str(),
+            "4",
+            "0",
+            "1",
+            "0",
+            "0"
+        ]
+    );
+    assert_eq!(v("s4")[0], "cache");
+    assert_eq!(v("s4")[2..8], ["0", "0", "0", "0", "0", "in"]);
+    assert!(table
+        .stdout
+        .contains("2 of 4 nats-servers in sync with the store's 5 accounts"));
 
     // The JSON: which accounts.
     let report = run(&["--json"]);
@@ -207,7 +249,10 @@ async fn sync_status_finds_missing_and_older_accounts_and_repair_fixes_them() {
     let s3_entry = server_entry(&report, "s3");
     assert_eq!(keys(&s3_entry["older"]), [setup.key(0)]);
     assert!(keys(&s3_entry["missing"]).is_empty());
-    for entry in [s1_entry, s2_entry, s3_entry] {
+    let s4_entry = server_entry(&report, "s4");
+    assert_eq!(s4_entry["resolver"], "cache");
+    assert_eq!(s4_entry["status"], "in sync");
+    for entry in [s1_entry, s2_entry, s3_entry, s4_entry] {
         assert!(keys(&entry["extra"]).is_empty(), "{entry}");
         assert!(keys(&entry["newer"]).is_empty(), "{entry}");
     }
@@ -228,13 +273,13 @@ async fn sync_status_finds_missing_and_older_accounts_and_repair_fixes_them() {
     // A run of its own agrees: everything in sync, exit 0.
     let after = run(&[]);
     assert_eq!(after.code, 0, "{}\n{}", after.stdout, after.stderr);
-    for name in ["s1", "s2", "s3"] {
+    for name in ["s1", "s2", "s3", "s4"] {
         assert_eq!(row(&after.stdout, name)[7], "in", "{}", after.stdout);
     }
     assert_eq!(row(&after.stdout, "s2")[2], "5");
-    assert!(after.stdout.contains("3 of 3 nats-servers in sync"));
+    assert!(after.stdout.contains("4 of 4 nats-servers in sync"));
     eprintln!(
-        "sync-status over three nats-servers ({} and {}): {:.1} s",
+        "sync-status over four nats-servers ({} and {}): {:.1} s",
         old_bin.reported_version,
         new_bin.reported_version,
         started.elapsed().as_secs_f64()
@@ -297,7 +342,11 @@ async fn the_periodic_check_sets_the_drift_gauge_per_server() {
     metrics_show(&server, &wanted(1)).await;
     // Announcing A2 again (GET ?notify=true) makes the full resolver store it: the gauge
     // follows on a later round.
-    let url = format!("{}/jwt/v1/accounts/{}?notify=true", server.url(), setup.key(2));
+    let url = format!(
+        "{}/jwt/v1/accounts/{}?notify=true",
+        server.url(),
+        setup.key(2)
+    );
     assert_eq!(reqwest::get(url).await.unwrap().status(), 200);
     metrics_show(&server, &wanted(0)).await;
     server.stop().await;
@@ -332,5 +381,9 @@ fn usage_and_connection_errors_exit_2() {
     let config = write(setup.dir.path(), "nas.conf", &config);
     let run = nas(&["sync-status", "-c", &config]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("not connected within"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not connected within"),
+        "{}",
+        run.stderr
+    );
 }

@@ -202,8 +202,7 @@ async fn open_store(args: &SyncStatusArgs, config: &Config) -> Result<VerifiedCa
     let mut config = config.clone();
     match &args.store {
         Some(url) => {
-            let spec =
-                super::store_url::parse(url).map_err(|e| CliError::Usage(e.to_string()))?;
+            let spec = super::store_url::parse(url).map_err(|e| CliError::Usage(e.to_string()))?;
             config.store = spec.store;
             if config.operator_jwt_path.is_none() && config.operator_jwt.is_none() {
                 config.operator_jwt_path = spec.operator;
@@ -216,8 +215,8 @@ async fn open_store(args: &SyncStatusArgs, config: &Config) -> Result<VerifiedCa
         }
         None => {}
     }
-    let (_, trust) = nas_server::server::load_operator(&config)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let (_, trust) =
+        nas_server::server::load_operator(&config).map_err(|e| CliError::Usage(e.to_string()))?;
     let backend = nas_server::backend::open_backend(&config.store)
         .await
         .map_err(|e| CliError::Io(format!("store {}: {e}", config.store.describe())))?;

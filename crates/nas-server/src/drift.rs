@@ -202,7 +202,9 @@ pub fn record(metrics: &Metrics, drifts: &[ServerDrift], previous: &mut HashSet<
     }
     for gone in previous.iter().filter(|l| !by_label.contains_key(*l)) {
         for kind in KINDS {
-            let _ = metrics.drift_accounts.remove_label_values(&[gone.as_str(), kind]);
+            let _ = metrics
+                .drift_accounts
+                .remove_label_values(&[gone.as_str(), kind]);
         }
     }
     for (label, counts) in &by_label {
@@ -327,11 +329,7 @@ pub async fn check(
 ) -> Result<Report, CheckError> {
     let store = served_accounts(cache).await?;
     let survey = crate::nats::survey(clients, timeout, progress).await?;
-    let mut drifts: Vec<ServerDrift> = survey
-        .holdings
-        .iter()
-        .map(|h| compare(&store, h))
-        .collect();
+    let mut drifts: Vec<ServerDrift> = survey.holdings.iter().map(|h| compare(&store, h)).collect();
     drifts.sort_by(|a, b| a.server.cmp(&b.server));
     Ok(Report {
         drifts,
@@ -436,10 +434,14 @@ mod tests {
     }
 
     fn store() -> BTreeMap<String, Bytes> {
-        [("A", jwt(10, "a")), ("B", jwt(10, "b")), ("C", jwt(10, "c"))]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect()
+        [
+            ("A", jwt(10, "a")),
+            ("B", jwt(10, "b")),
+            ("C", jwt(10, "c")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 
     #[test]
@@ -471,7 +473,11 @@ mod tests {
 
     #[test]
     fn a_newer_server_version_means_the_store_is_behind() {
-        let h = server(ResolverKind::Other, None, &[("A", jwt(11, "n")), ("B", jwt(9, "o"))]);
+        let h = server(
+            ResolverKind::Other,
+            None,
+            &[("A", jwt(11, "n")), ("B", jwt(9, "o"))],
+        );
         let d = compare(&store(), &h);
         assert_eq!(d.newer, ["A"]);
         assert_eq!(d.older, ["B"]);

@@ -474,11 +474,7 @@ async fn start_nats_bridge(
 }
 
 /// The periodic drift check, when `sync { interval }` is set (and NATS is configured).
-fn watch_drift(
-    config: &Config,
-    nats: &NatsParts,
-    core: &Core,
-) -> Option<crate::drift::DriftWatch> {
+fn watch_drift(config: &Config, nats: &NatsParts, core: &Core) -> Option<crate::drift::DriftWatch> {
     let interval = config.sync.interval?;
     let client = nats.client.clone()?;
     tracing::info!("comparing the store with the nats-servers every {interval:?}");

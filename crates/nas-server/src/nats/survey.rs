@@ -112,8 +112,8 @@ async fn direct(
         Ok(Err(e)) => return Err(format!("{subject}: {e}")),
         Ok(Ok(reply)) => reply,
     };
-    let mut v: Value = serde_json::from_slice(&reply.payload)
-        .map_err(|e| format!("{subject}: not JSON: {e}"))?;
+    let mut v: Value =
+        serde_json::from_slice(&reply.payload).map_err(|e| format!("{subject}: not JSON: {e}"))?;
     if let Some(error) = v.get("error") {
         return Err(format!("{subject}: {}", error["description"]));
     }
@@ -199,11 +199,18 @@ async fn resolver_kind(
         timeout,
     )
     .await?;
-    let subs = subsz["subscriptions_list"].as_array().cloned().unwrap_or_default();
+    let subs = subsz["subscriptions_list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let own_prefix = format!("$SYS.REQ.SERVER.{id}.");
     let internal: BTreeSet<u64> = subs
         .iter()
-        .filter(|s| s["subject"].as_str().is_some_and(|s| s.starts_with(&own_prefix)))
+        .filter(|s| {
+            s["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&own_prefix))
+        })
         .filter_map(|s| s["cid"].as_u64())
         .collect();
     let has = |subject: &str, queue: Option<&str>| {
