@@ -197,6 +197,7 @@ async fn sync_status_finds_missing_and_older_accounts_and_repair_fixes_them() {
 
     // The table.
     let table = run(&[]);
+    eprintln!("{}", table.stdout);
     assert_eq!(table.code, 1, "{}\n{}", table.stdout, table.stderr);
     let v = |name| row(&table.stdout, name);
     assert_eq!(

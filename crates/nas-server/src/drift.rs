@@ -4,7 +4,7 @@
 //! [`crate::nats::survey`].
 //!
 //! What can be known about a nats-server, and therefore how it is compared (facts:
-//! `docs/spec/nats-resolver-protocol.md` §15a):
+//! `docs/spec/nats-resolver-protocol.md` §16):
 //!
 //! * **Accounts it has loaded** (`$SYS.REQ.SERVER.<id>.ACCOUNTZ`, every resolver type), each
 //!   with the JWT it uses (the account detail's `jwt`): compared by version with the ordering

@@ -1,5 +1,5 @@
 //! Reading what each nats-server holds, and pushing JWTs to them, over `$SYS` as a
-//! system-account user (facts: `docs/spec/nats-resolver-protocol.md` §15a). Used by drift
+//! system-account user (facts: `docs/spec/nats-resolver-protocol.md` §16). Used by drift
 //! checks ([`crate::drift`]).
 //!
 //! 1. `$SYS.REQ.SERVER.PING` on each connection: every server of that connection's cluster (and
