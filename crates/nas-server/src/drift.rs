@@ -386,7 +386,10 @@ pub async fn repair(
     progress.planned(plan.len() as u64);
     for ((client, key), targets) in plan {
         let ids = targets.keys().cloned().collect();
-        let jwt = report.store[key].clone();
+        // Missing and older keys come from the store, so it holds each.
+        let Some(jwt) = report.store.get(key).cloned() else {
+            continue;
+        };
         let answers = crate::nats::push(&clients[client], key, jwt, &ids, timeout).await;
         progress.done(1);
         for (id, name) in targets {

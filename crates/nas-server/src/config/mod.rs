@@ -974,6 +974,26 @@ mod store_tests {
         assert!(c.expiry.delete_expired);
         assert_eq!(c.expiry.cleanup_interval, Duration::from_secs(60));
     }
+
+    #[test]
+    fn the_drift_check_is_off_by_default_and_needs_nats() {
+        assert_eq!(Config::default().sync, SyncConfig::default());
+        assert_eq!(SyncConfig::default().interval, None);
+        let text = "nats { servers: [\"nats://127.0.0.1:4222\"] }\nsync { interval: \"5m\", timeout: 2000 }";
+        let (c, warnings) = Config::from_text(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.sync.interval, Some(Duration::from_secs(300)));
+        assert_eq!(c.sync.timeout, Duration::from_secs(2));
+        let (c, _) = Config::from_text("nats { servers: [x] }\nsync { interval: 0 }").unwrap();
+        assert_eq!(c.sync.interval, None);
+        let err = Config::from_text("sync { interval: \"5m\" }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sync.interval needs a NATS connection"),
+            "{err}"
+        );
+    }
 }
 
 #[cfg(test)]
