@@ -271,8 +271,15 @@ async fn sync_status_finds_missing_and_older_accounts_and_repair_fixes_them() {
     assert_eq!(repaired["before"]["in_sync"], false);
     assert_eq!(repaired["in_sync"], true, "{repaired}");
 
-    // A run of its own agrees: everything in sync, exit 0.
-    let after = run(&[]);
+    // A run of its own agrees: everything in sync, exit 0 — this time with the server's own
+    // config file (its nats and store blocks and operator), as README shows it.
+    let servers: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    let config = format!(
+        "operatorjwtpath: {op:?}\nstore {{ dir: {store:?} }}\nnats {{ servers: [{}], usercredentials: {creds:?} }}\n",
+        servers.join(", ")
+    );
+    let config = write(setup.dir.path(), "nas.conf", &config);
+    let after = nas(&["sync-status", "-c", &config]);
     assert_eq!(after.code, 0, "{}\n{}", after.stdout, after.stderr);
     for name in ["s1", "s2", "s3", "s4"] {
         assert_eq!(row(&after.stdout, name)[7], "in", "{}", after.stdout);
