@@ -140,7 +140,7 @@ async fn sync_status(args: &SyncStatusArgs) -> Result<Outcome, CliError> {
     let first = check(&clients, &cache, timeout, &bar).await?;
     let repair = if args.repair && first.drifted() {
         bar.0.set_message("repairing");
-        let pushed = nas_server::drift::repair(&clients, &first, timeout, &bar).await;
+        let pushed = nas_server::drift::repair(&clients, &cache, &first, timeout, &bar).await;
         bar.0.set_message("checking again");
         let after = check(&clients, &cache, timeout, &bar).await?;
         Some((pushed, after))

@@ -339,6 +339,16 @@ pub async fn check(
     })
 }
 
+/// The JWT the store serves for `key` now, or why there is none to push.
+async fn current_jwt(cache: &VerifiedCache, key: &str) -> Result<Bytes, String> {
+    cache.forget_below(key, u64::MAX).await;
+    match cache.get(key).await {
+        Ok(crate::cache::Lookup::Found(served)) => Ok(served.token.clone()),
+        Ok(crate::cache::Lookup::Missing) => Err("not pushed: no longer in the store".into()),
+        Err(e) => Err(format!("not pushed: reading the store: {e}")),
+    }
+}
+
 /// What `--repair` did with one account on one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pushed {
@@ -355,9 +365,11 @@ pub struct Pushed {
 /// full resolvers store an update unconditionally, so the push could replace the newer JWT
 /// on servers this check cannot read. Each push is heard by every server of the connection's
 /// cluster (`$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE`); servers holding that version already
-/// change nothing.
+/// change nothing. Each JWT is read from the store again right before it is pushed, so a
+/// version stored since the check is the one pushed (a full resolver would take an older one).
 pub async fn repair(
     clients: &[async_nats::Client],
+    cache: &VerifiedCache,
     report: &Report,
     timeout: Duration,
     progress: &dyn crate::nats::Progress,
@@ -386,11 +398,10 @@ pub async fn repair(
     progress.planned(plan.len() as u64);
     for ((client, key), targets) in plan {
         let ids = targets.keys().cloned().collect();
-        // Missing and older keys come from the store, so it holds each.
-        let Some(jwt) = report.store.get(key).cloned() else {
-            continue;
+        let answers = match current_jwt(cache, key).await {
+            Ok(jwt) => crate::nats::push(&clients[client], key, jwt, &ids, timeout).await,
+            Err(why) => ids.into_iter().map(|id| (id, Err(why.clone()))).collect(),
         };
-        let answers = crate::nats::push(&clients[client], key, jwt, &ids, timeout).await;
         progress.done(1);
         for (id, name) in targets {
             let result = answers
