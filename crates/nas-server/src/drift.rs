@@ -339,6 +339,36 @@ pub async fn check(
     })
 }
 
+/// (client index, account) → the servers it is pushed to (id → name): one push per cluster
+/// and account.
+type Plan<'a> = BTreeMap<(usize, &'a String), BTreeMap<String, String>>;
+
+/// What [`repair`] pushes where, and the accounts it leaves alone because some server holds
+/// them newer than the store.
+fn repair_plan(report: &Report) -> (Plan<'_>, Vec<Pushed>) {
+    let ahead: BTreeSet<&String> = report.drifts.iter().flat_map(|d| &d.newer).collect();
+    let mut skipped = Vec::new();
+    let mut plan = Plan::new();
+    for d in &report.drifts {
+        let Some(&client) = report.routes.get(&d.server.id) else {
+            continue;
+        };
+        for key in d.to_push() {
+            if ahead.contains(key) {
+                skipped.push(Pushed {
+                    server: d.server.name.clone(),
+                    account: key.clone(),
+                    result: Err("not pushed: a nats-server holds a newer JWT than the store".into()),
+                });
+                continue;
+            }
+            let targets = plan.entry((client, key)).or_default();
+            targets.insert(d.server.id.clone(), d.server.name.clone());
+        }
+    }
+    (plan, skipped)
+}
+
 /// The JWT the store serves for `key` now, or why there is none to push.
 async fn current_jwt(cache: &VerifiedCache, key: &str) -> Result<Bytes, String> {
     cache.forget_below(key, u64::MAX).await;
@@ -374,27 +404,7 @@ pub async fn repair(
     timeout: Duration,
     progress: &dyn crate::nats::Progress,
 ) -> Vec<Pushed> {
-    let ahead: BTreeSet<&String> = report.drifts.iter().flat_map(|d| &d.newer).collect();
-    let mut out = Vec::new();
-    // (client, account) → (server id → name): one push per cluster and account.
-    let mut plan: BTreeMap<(usize, &String), BTreeMap<String, String>> = BTreeMap::new();
-    for d in &report.drifts {
-        let Some(&client) = report.routes.get(&d.server.id) else {
-            continue;
-        };
-        for key in d.to_push() {
-            if ahead.contains(key) {
-                out.push(Pushed {
-                    server: d.server.name.clone(),
-                    account: key.clone(),
-                    result: Err("not pushed: a nats-server holds a newer JWT than the store".into()),
-                });
-                continue;
-            }
-            let targets = plan.entry((client, key)).or_default();
-            targets.insert(d.server.id.clone(), d.server.name.clone());
-        }
-    }
+    let (plan, mut out) = repair_plan(report);
     progress.planned(plan.len() as u64);
     for ((client, key), targets) in plan {
         let ids = targets.keys().cloned().collect();
@@ -496,6 +506,29 @@ mod tests {
         assert_eq!(d.newer, ["A"]);
         assert_eq!(d.older, ["B"]);
         assert_eq!(d.to_push().collect::<Vec<_>>(), ["B"]);
+    }
+
+    #[test]
+    fn repair_never_pushes_an_account_some_server_holds_newer() {
+        let mut lagging = server(ResolverKind::Full, Some(&["A", "B"]), &[("A", jwt(9, "o"))]);
+        lagging.server.id = "N1".into();
+        let mut ahead = server(ResolverKind::Other, None, &[("A", jwt(11, "n"))]);
+        ahead.server.id = "N2".into();
+        let drifts = vec![compare(&store(), &lagging), compare(&store(), &ahead)];
+        let report = Report {
+            drifts,
+            unanswered: Vec::new(),
+            store: store(),
+            routes: [("N1".to_owned(), 0), ("N2".to_owned(), 0)].into(),
+        };
+        let (plan, skipped) = repair_plan(&report);
+        // C is missing on the full resolver and pushed; A is older there but newer elsewhere.
+        let planned: Vec<&str> = plan.keys().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(planned, ["C"]);
+        assert_eq!(plan[&(0, &"C".to_owned())].len(), 1);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].account, "A");
+        assert!(skipped[0].result.is_err());
     }
 
     #[test]
