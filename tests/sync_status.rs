@@ -4,12 +4,14 @@
 //! being drift — with its table, JSON and exit code 1; `--repair` fixes both
 //! (exit 0) and a re-run finds everything in sync. Then the periodic task of `sync { interval }`:
 //! `nas_drift_accounts` shows a missing and an extra account of a real server and follows a
-//! repair. And the usage and connection errors (exit 2).
+//! repair. A two-server cluster is surveyed through one connection. And the usage and connection
+//! errors (exit 2).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use nas_jwt::SigningKey;
 use nas_server::config::{Config, DirStore, StoreConfig};
 use nas_server::server::Server;
@@ -102,8 +104,20 @@ impl Setup {
         kind: &str,
         files: &[(String, String)],
     ) -> NatsServer {
+        self.server_with(bin, name, kind, "", files)
+    }
+
+    /// [`Setup::server`] with `extra` config lines (a cluster block).
+    fn server_with(
+        &self,
+        bin: &NatsBinary,
+        name: &str,
+        kind: &str,
+        extra: &str,
+        files: &[(String, String)],
+    ) -> NatsServer {
         let config = format!(
-            "server_name: {name}\n{}",
+            "server_name: {name}\n{extra}\n{}",
             cache_or_full_config(&self.op, kind, "")
         );
         let mut builder = NatsServer::builder(bin).config(config);
@@ -292,6 +306,86 @@ async fn sync_status_finds_missing_and_older_accounts_and_repair_fixes_them() {
         new_bin.reported_version,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Waits until every server reachable through `url` knows `count` servers (a cluster has
+/// formed and its members have heard of each other over `$SYS`).
+async fn wait_for_cluster(url: &str, creds: &Path, count: u64) {
+    let client = async_nats::ConnectOptions::with_credentials_file(creds)
+        .await
+        .unwrap()
+        .connect(url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply("$SYS.REQ.SERVER.PING", inbox, "".into())
+            .await
+            .unwrap();
+        let mut known = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            known.push(v["statsz"]["active_servers"].as_u64().unwrap_or(0));
+        }
+        if known.len() as u64 == count && known.iter().all(|k| *k == count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cluster of {count}: {known:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_surveyed_through_one_connection() {
+    let bins = require_nats_servers();
+    let bin = &bins[bins.len() - 1];
+    let setup = Setup::new(3);
+    let store = setup.write_store(0..3);
+    let (p1, p2) = (nas_testkit::free_port(), nas_testkit::free_port());
+    let cluster = |own: u16, other: u16| {
+        format!("cluster {{ name: c, listen: \"127.0.0.1:{own}\", routes: [\"nats-route://127.0.0.1:{other}\"] }}")
+    };
+    let c1 = setup.server_with(bin, "c1", "full", &cluster(p1, p2), &setup.files(0..3));
+    let c2 = setup.server_with(bin, "c2", "full", &cluster(p2, p1), &setup.files(0..1));
+    wait_for_cluster(&c1.url(), &setup.path("sys.creds"), 2).await;
+
+    let store_url = format!("dir:{}", store.display());
+    let (op, creds) = (setup.path("operator.jwt"), setup.path("sys.creds"));
+    let base = [
+        "sync-status",
+        "--nats",
+        &c1.url(),
+        "--creds",
+        creds.to_str().unwrap(),
+        "--store",
+        &store_url,
+        "--operator",
+        op.to_str().unwrap(),
+        "--json",
+    ];
+    let run = nas(&base);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(server_entry(&report, "c1")["status"], "in sync");
+    let mut missing: Vec<String> = (1..3).map(|i| setup.key(i)).collect();
+    missing.sort();
+    assert_eq!(keys(&server_entry(&report, "c2")["missing"]), missing);
+
+    let run = nas(&[&base[..], &["--repair"]].concat());
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(
+        report["pushed"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert_eq!(server_entry(&report, "c2")["in_sync"], 3);
+    drop(c2);
 }
 
 /// Polls the server's metrics until they contain every line of `wanted` (an effect, not a
