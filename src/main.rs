@@ -97,6 +97,11 @@ enum Command {
     /// accept rule and newer-wins.
     #[command(after_help = cli::migrate::AFTER_HELP)]
     Migrate(cli::migrate::MigrateArgs),
+    /// Compare the store with what every nats-server holds (missing, older, newer and extra
+    /// accounts per server), as a system-account user over NATS; --repair pushes the store's
+    /// JWTs to the servers that lack them.
+    #[command(after_help = cli::sync_status::AFTER_HELP)]
+    SyncStatus(cli::sync_status::SyncStatusArgs),
     /// Print configuration for other programs.
     #[command(subcommand)]
     Config(cli::nats_config::ConfigCommand),
@@ -247,6 +252,7 @@ async fn run_command(command: &Command) -> ExitCode {
         },
         Command::Inspect(args) => cli::inspect::run(args).await,
         Command::Migrate(args) => cli::migrate::run(args).await,
+        Command::SyncStatus(args) => cli::sync_status::run(args).await,
         Command::Config(cli::nats_config::ConfigCommand::NatsServer(args)) => {
             cli::nats_config::run(args)
         }

@@ -343,6 +343,7 @@ fn every_alert_rule_has_for_severity_summary_and_description() {
         "NatsAccountServerNatsDisconnected",
         "NatsAccountServerAuditDropped",
         "NatsAccountServerNoAccounts",
+        "NatsAccountServerDrift",
     ] {
         assert!(names.contains(&wanted), "no alert {wanted}: {names:?}");
     }

@@ -4,7 +4,10 @@
 //! PromQL expression of the Grafana dashboard and of the alert rules. Every dashboard expression
 //! returns at least one series: expressions that only have data in a failure or with NATS
 //! (store errors, 5xx, notifications, resolver requests, shed messages) end in `or vector(0)`
-//! in the dashboard itself, so their panels show 0 rather than "no data".
+//! in the dashboard itself, so their panels show 0 rather than "no data". The server is connected
+//! to a real nats-server (a `cache` resolver) and runs the periodic drift check
+//! (`sync { interval }`), so the NATS and drift series exist; a cache resolver lacking the
+//! store's accounts is not drift, so the drift alert must stay silent.
 
 mod common;
 
@@ -16,7 +19,7 @@ use nas_server::server::Server;
 use nas_testkit::{promtool, PrometheusServer};
 use serde_json::Value;
 
-use common::Operator;
+use common::{cache_or_full_config, system_user_creds, Operator};
 
 /// The scrape job name the alert rules select.
 const JOB: &str = "nats-account-server";
@@ -120,8 +123,9 @@ fn scrapes(prom: &PrometheusServer) -> f64 {
     scalar(prom, &format!("count_over_time(up{{job=\"{JOB}\"}}[10m])")).unwrap_or(0.0)
 }
 
-async fn start_server(dir: &Path, op: &Operator) -> Server {
+async fn start_server(dir: &Path, op: &Operator, nats: &nas_testkit::NatsServer) -> Server {
     std::fs::write(dir.join("operator.jwt"), &op.jwt).unwrap();
+    std::fs::write(dir.join("sys.creds"), system_user_creds(op)).unwrap();
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
@@ -133,6 +137,11 @@ async fn start_server(dir: &Path, op: &Operator) -> Server {
     config.cache.max_entries = 8;
     // nas_accounts_stored is counted every cleanupinterval.
     config.expiry.cleanup_interval = Duration::from_millis(500);
+    config.nats.servers = vec![nats.url()];
+    config.nats.user_credentials = Some(dir.join("sys.creds"));
+    config.nats.pack_interval = None;
+    // nas_drift_accounts is set every sync.interval.
+    config.sync.interval = Some(Duration::from_millis(500));
     Server::start(&config).await.unwrap()
 }
 
@@ -208,7 +217,15 @@ async fn every_dashboard_and_alert_expression_evaluates_against_a_real_prometheu
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let op = Operator::new("observed");
-    let server = start_server(tmp.path(), &op).await;
+    let nats_bin = nas_testkit::require_nats(nas_testkit::NatsVersion::V2_15);
+    let nats = nas_testkit::NatsServer::start(
+        &nats_bin,
+        &format!(
+            "server_name: observed\n{}",
+            cache_or_full_config(&op, "cache", "")
+        ),
+    );
+    let server = start_server(tmp.path(), &op, &nats).await;
     // Warm-up: every kind of request once, so each series exists from the first scrape on and
     // the rates below have two samples.
     let mut sent = load(&server, &op, 1).await;
@@ -248,6 +265,7 @@ scrape_configs:
             )
             .is_some_and(|n| n >= sent as f64)
             && scalar(&prom, "max(nas_accounts_stored)").is_some_and(|n| n >= 21.0)
+            && !series(&prom, "nas_drift_accounts{server=\"observed\"}").is_empty()
     })
     .await;
 
@@ -281,6 +299,11 @@ scrape_configs:
     )
     .unwrap();
     assert!(ratio > 0.0 && ratio <= 1.0, "hit ratio {ratio}");
+    // The drift check ran against the nats-server and found it in sync (a cache resolver is not
+    // expected to hold the store's accounts).
+    assert_eq!(series(&prom, "nas_drift_accounts").len(), 4);
+    assert_eq!(scalar(&prom, "sum(nas_drift_accounts)"), Some(0.0));
+    assert_eq!(scalar(&prom, "max(nas_nats_connected)"), Some(1.0));
 
     // Every alert rule Prometheus loaded from alerts.yml evaluates without error, both as
     // Prometheus runs it (health) and as an instant query.
@@ -300,7 +323,7 @@ scrape_configs:
     })
     .await;
     let loaded = rules(&prom);
-    assert_eq!(loaded.len(), 8, "rules loaded: {loaded:?}");
+    assert_eq!(loaded.len(), 9, "rules loaded: {loaded:?}");
     for rule in &loaded {
         let name = rule["name"].as_str().unwrap();
         assert_eq!(rule["health"], "ok", "{name}: {}", rule["lastError"]);

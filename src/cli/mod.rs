@@ -1,4 +1,5 @@
-//! The operator subcommands (`inspect`, `migrate`, `config nats-server`) and what they share:
+//! The operator subcommands (`inspect`, `migrate`, `sync-status`, `config nats-server`) and what
+//! they share:
 //! exit codes, reading inputs, the operator, the accept rule, progress bars.
 //!
 //! Exit codes of every subcommand: 0 ok; 1 refused, invalid, drift or errors found; 2 usage or
@@ -18,6 +19,7 @@ pub mod migrate;
 pub mod nats_config;
 pub mod overlay;
 pub mod store_url;
+pub mod sync_status;
 
 /// Exit code: something was refused, invalid, or found wrong.
 pub const EXIT_REFUSED: u8 = 1;

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod cache;
 pub mod config;
 pub mod delete;
+pub mod drift;
 mod help;
 pub mod http;
 pub mod instrumented;

@@ -58,6 +58,10 @@ pub struct Metrics {
     /// Resolver protocol requests by kind (`lookup`, `update`, `pack`, `list`, `delete`, and
     /// `lookup_sent` for our own LOOKUPs on HTTP GET misses) and result.
     pub resolver_requests: IntCounterVec,
+    /// Accounts that differ between the store and a nats-server, by server name and kind
+    /// (`missing`, `older`, `newer`, `extra`), set by the periodic drift check
+    /// (`sync { interval }`); at most [`crate::drift::MAX_SERVER_LABELS`] server labels.
+    pub drift_accounts: IntGaugeVec,
 }
 
 /// Admits one event per wall-clock second (for log lines a client can cause at will).
@@ -275,6 +279,16 @@ impl Metrics {
                 "NATS resolver requests by kind and result",
                 &["kind", "result"],
             ),
+            drift_accounts: {
+                let opts = Opts::new(
+                    "drift_accounts",
+                    "Accounts that differ between the store and a nats-server, by server and kind",
+                )
+                .namespace("nas");
+                let vec = IntGaugeVec::new(opts, &["server", "kind"])
+                    .unwrap_or_else(|e| panic!("metric drift_accounts: {e}"));
+                register(&registry, vec)
+            },
             registry,
         }
     }

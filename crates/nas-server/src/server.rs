@@ -73,6 +73,8 @@ pub struct Server {
     pub nats: Option<async_nats::Client>,
     /// Store upkeep (account count, expiry purge); stops with the server.
     _upkeep: Upkeep,
+    /// The periodic drift check (`sync { interval }`); stops with the server.
+    _drift: Option<crate::drift::DriftWatch>,
 }
 
 fn read_file(what: &str, path: &std::path::Path) -> Result<Bytes, StartError> {
@@ -139,6 +141,7 @@ impl Server {
         );
         let primary = follow_primary(config, &core.accepter).await;
         start_nats_bridge(config, &nats, &core).await?;
+        let drift = watch_drift(config, &nats, &core);
         let resolver = Resolver::new(
             core.cache.clone(),
             core.system_account.clone(),
@@ -166,6 +169,7 @@ impl Server {
             tls,
             nats: nats.client,
             _upkeep: upkeep,
+            _drift: drift,
         })
     }
 
@@ -356,8 +360,9 @@ fn jwt_from(
     Ok(Some((read_file(what, path)?, path.display().to_string())))
 }
 
-/// The operator JWT (served verbatim) and the trust it defines, when one is configured.
-fn load_operator(
+/// The operator JWT (served verbatim) and the trust it defines, when one is configured
+/// (`operator`, `operatorjwtpath`, or an nsc store's operator).
+pub fn load_operator(
     config: &Config,
 ) -> Result<(Option<Bytes>, Option<Arc<OperatorTrust>>), StartError> {
     let path = operator_path(config);
@@ -466,6 +471,20 @@ async fn start_nats_bridge(
     )
     .await
     .map_err(|e| StartError::Nats(e.to_string()))
+}
+
+/// The periodic drift check, when `sync { interval }` is set (and NATS is configured).
+fn watch_drift(config: &Config, nats: &NatsParts, core: &Core) -> Option<crate::drift::DriftWatch> {
+    let interval = config.sync.interval?;
+    let client = nats.client.clone()?;
+    tracing::info!("comparing the store with the nats-servers every {interval:?}");
+    Some(crate::drift::DriftWatch::start(
+        client,
+        core.cache.clone(),
+        core.metrics.clone(),
+        interval,
+        config.sync.timeout,
+    ))
 }
 
 /// Where GET looks when the store misses: a replica asks its primary; everyone else asks full

@@ -195,6 +195,24 @@ pub struct AuditConfig {
     pub subject: Option<String>,
 }
 
+/// `sync { interval, timeout }` (new): the periodic drift check against the nats-servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncConfig {
+    /// How often to compare the store with every nats-server (`None` = never, the default).
+    pub interval: Option<Duration>,
+    /// Bound of each request of a check and of collecting fanned-out answers.
+    pub timeout: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            interval: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -237,6 +255,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// The periodic drift check.
+    pub sync: SyncConfig,
     /// Where the config came from (for SIGHUP reloads).
     pub source: Option<PathBuf>,
 }
@@ -306,6 +326,7 @@ impl Default for Config {
                 listen: None,
             },
             audit: AuditConfig::default(),
+            sync: SyncConfig::default(),
             source: None,
         }
     }
@@ -594,6 +615,12 @@ impl Config {
             c.audit.file = Reader::path(m, "file")?;
             c.audit.subject = Reader::string(m, "subject")?.filter(|s| !s.is_empty());
         }
+        if let Some(ref m) = Reader::block(root, "sync")? {
+            if let Some(d) = Reader::millis(m, "interval")? {
+                c.sync.interval = (!d.is_zero()).then_some(d);
+            }
+            set(&mut c.sync.timeout, Reader::millis(m, "timeout")?);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -608,6 +635,11 @@ impl Config {
         if self.audit.subject.is_some() && self.nats.servers.is_empty() {
             return Err(ConfigError::Invalid(
                 "audit.subject needs a NATS connection (nats { servers })".into(),
+            ));
+        }
+        if self.sync.interval.is_some() && self.nats.servers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "sync.interval needs a NATS connection (nats { servers })".into(),
             ));
         }
         if self.primary.is_some() && matches!(self.store, StoreConfig::Nsc(_)) {
@@ -941,6 +973,26 @@ mod store_tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert!(c.expiry.delete_expired);
         assert_eq!(c.expiry.cleanup_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_drift_check_is_off_by_default_and_needs_nats() {
+        assert_eq!(Config::default().sync, SyncConfig::default());
+        assert_eq!(SyncConfig::default().interval, None);
+        let text = "nats { servers: [\"nats://127.0.0.1:4222\"] }\nsync { interval: \"5m\", timeout: 2000 }";
+        let (c, warnings) = Config::from_text(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.sync.interval, Some(Duration::from_secs(300)));
+        assert_eq!(c.sync.timeout, Duration::from_secs(2));
+        let (c, _) = Config::from_text("nats { servers: [x] }\nsync { interval: 0 }").unwrap();
+        assert_eq!(c.sync.interval, None);
+        let err = Config::from_text("sync { interval: \"5m\" }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sync.interval needs a NATS connection"),
+            "{err}"
+        );
     }
 }
 

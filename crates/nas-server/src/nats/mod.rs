@@ -1,7 +1,8 @@
 //! The NATS bridge: one connection as a system-account user that publishes change
 //! notifications ([`NatsNotifier`]), answers the nats-server resolver protocol on `$SYS`
 //! ([`Responder`]: LOOKUP, UPDATE, PACK, LIST, DELETE, plus our own periodic PACK requests),
-//! and asks full resolvers for accounts an HTTP GET does not find ([`NatsLookup`]).
+//! asks full resolvers for accounts an HTTP GET does not find ([`NatsLookup`]), and reads what
+//! each nats-server holds for drift checks ([`survey`], [`push`]).
 //! Facts: `docs/spec/nats-resolver-protocol.md`.
 //!
 //! HTTP never waits for NATS: the connection is made in the background and retried forever (or
@@ -10,6 +11,7 @@
 mod lookup;
 mod notifier;
 mod responder;
+mod survey;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::metrics::Metrics;
 pub use lookup::NatsLookup;
 pub use notifier::NatsNotifier;
 pub use responder::{Responder, ResponderOptions, ResponderRules};
+pub use survey::{push, survey, NoProgress, Progress, PushAnswers, Survey, SurveyError};
 
 /// Why the NATS connection could not be set up.
 #[derive(Debug, thiserror::Error)]
