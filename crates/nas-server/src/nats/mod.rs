@@ -15,6 +15,7 @@ mod survey;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
 use tokio::sync::mpsc;
@@ -75,7 +76,18 @@ pub async fn connect(
         // `connect` returns at once and the client keeps trying: HTTP must not wait for NATS.
         .retry_on_initial_connect()
         .connection_timeout(config.connect_timeout)
-        .reconnect_delay_callback(move |_| wait)
+        // async-nats counts the first try of a (re)connection as attempt 1 and calls this
+        // before it too: only later tries wait `reconnectwait`, as the Go client's first try
+        // of a server does not wait (start-up no longer loses a `reconnectwait` to nothing).
+        .reconnect_delay_callback(
+            move |attempt| {
+                if attempt <= 1 {
+                    Duration::ZERO
+                } else {
+                    wait
+                }
+            },
+        )
         // -1 (the Go default) = forever; async-nats reads `None` as forever.
         .max_reconnects(usize::try_from(config.max_reconnects).ok())
         .event_callback(move |event| {
