@@ -48,6 +48,23 @@ async fn get(server: &Server, key: &str) -> (u16, String) {
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
+/// `writer` stores a new account, `reader` serves (and caches) it, then `writer` stores a newer
+/// version of it. Returns the account and the newer JWT.
+async fn cache_then_change(
+    op: &Operator,
+    name: &str,
+    writer: &Server,
+    reader: &Server,
+) -> (nas_jwt::SigningKey, String) {
+    let (acc, jwt) = op.account(name);
+    let key = acc.public_key().as_str().to_owned();
+    assert_eq!(post(writer, &key, &jwt).await, 200);
+    assert_eq!(get(reader, &key).await, (200, jwt.clone()));
+    let newer = reissue(op, &acc, &format!("{name}-2"), common::now() + 1, |_| {});
+    assert_eq!(post(writer, &key, &newer).await, 200);
+    (acc, newer)
+}
+
 /// Waits (up to 5 s) until `server` serves `jwt` for `key`: the change reached it.
 async fn await_served(server: &Server, key: &str, jwt: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -118,14 +135,9 @@ async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
     let op = Operator::new("shared");
     let a = instance(tmp.path(), &op, &redis.url()).await;
     let b = instance(tmp.path(), &op, &redis.url()).await;
-    let (acc, jwt) = op.account("APP");
-    let key = acc.public_key().as_str().to_owned();
-
     // B caches the account, A changes it, B serves the change (pub/sub, not a TTL).
-    assert_eq!(post(&a, &key, &jwt).await, 200);
-    assert_eq!(get(&b, &key).await, (200, jwt.clone()));
-    let newer = reissue(&op, &acc, "APP-2", common::now() + 1, |_| {});
-    assert_eq!(post(&a, &key, &newer).await, 200);
+    let (acc, newer) = cache_then_change(&op, "APP", &a, &b).await;
+    let key = acc.public_key().as_str().to_owned();
     await_served(&b, &key, &newer).await;
 
     // Concurrent POSTs on both instances: the newest iat wins everywhere.
@@ -202,13 +214,9 @@ async fn two_instances_on_a_redis_cluster_stay_coherent() {
     let mut served = Vec::new();
     for i in 0..8 {
         let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
-        let (acc, jwt) = op.account(&format!("APP{i}"));
-        let key = acc.public_key().as_str().to_owned();
         // The reader caches the account, the writer changes it, the reader serves the change.
-        assert_eq!(post(writer, &key, &jwt).await, 200);
-        assert_eq!(get(reader, &key).await, (200, jwt.clone()));
-        let newer = reissue(&op, &acc, &format!("APP{i}-2"), common::now() + 1, |_| {});
-        assert_eq!(post(writer, &key, &newer).await, 200);
+        let (acc, newer) = cache_then_change(&op, &format!("APP{i}"), writer, reader).await;
+        let key = acc.public_key().as_str().to_owned();
         await_served(reader, &key, &newer).await;
         served.push((key, newer));
     }
@@ -269,12 +277,8 @@ async fn two_instances_on_one_bucket_converge_within_the_cache_ttl() {
     let op = Operator::new("s3-shared");
     let a = s3_instance(tmp.path(), &op, &s3.endpoint()).await;
     let b = s3_instance(tmp.path(), &op, &s3.endpoint()).await;
-    let (acc, jwt) = op.account("APP");
+    let (acc, newer) = cache_then_change(&op, "APP", &a, &b).await;
     let key = acc.public_key().as_str().to_owned();
-    assert_eq!(post(&a, &key, &jwt).await, 200);
-    assert_eq!(get(&b, &key).await, (200, jwt.clone()));
-    let newer = reissue(&op, &acc, "APP-2", common::now() + 1, |_| {});
-    assert_eq!(post(&a, &key, &newer).await, 200);
     // An older JWT posted to B loses against the newer one A wrote (conditional writes).
     let older = reissue(&op, &acc, "APP-old", common::now() - 100, |_| {});
     assert_eq!(post(&b, &key, &older).await, 409);
