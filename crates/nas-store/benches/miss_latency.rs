@@ -1,7 +1,7 @@
 //! Miss-path latency per backend: what a GET costs when the verified cache does not hold the
 //! account (one store read of a 1 KB account JWT), as p50/p99 over 5,000 reads (1,000 for S3).
-//! Run: `cargo bench -p nas-store --bench miss_latency` (starts a real redis-server, a moto S3
-//! server and, with the `postgres` feature (default), a real PostgreSQL on 127.0.0.1).
+//! Run: `cargo bench -p nas-store --bench miss_latency` (starts a real redis-server, a real
+//! 3-master Redis Cluster, a moto S3 server and, with the `postgres` feature (default), a real PostgreSQL on 127.0.0.1).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +57,7 @@ fn main() {
         .expect("sub")
         .to_owned();
     let redis = nas_testkit::RedisServer::start();
+    let cluster = nas_testkit::RedisCluster::start(3);
     let s3 = nas_testkit::S3Server::start();
     s3.create_bucket("nas-bench");
     #[cfg(feature = "postgres")]
@@ -86,6 +87,20 @@ fn main() {
         measure(
             "redis (local redis-server)",
             Arc::new(redis_backend),
+            &token,
+            &key,
+        )
+        .await;
+        let cluster_backend = RedisBackend::open(RedisOptions {
+            url: cluster.urls().join(","),
+            cluster: true,
+            ..RedisOptions::default()
+        })
+        .await
+        .expect("redis cluster");
+        measure(
+            "redis cluster (3 local masters, 16 key groups)",
+            Arc::new(cluster_backend),
             &token,
             &key,
         )

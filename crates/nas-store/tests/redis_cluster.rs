@@ -1,7 +1,8 @@
 //! The conformance suite against a real 3-master Redis Cluster, plus what a cluster adds: the
 //! accounts spread over every master while each write script stays in one slot, two instances
 //! share changes (sharded pub/sub) and agree on the PACK hash, a lost subscription or a
-//! restarted master is followed by a resync, and the group count cannot change under a store.
+//! restarted master or a slot moved to another master is followed by a resync, and the group
+//! count cannot change under a store.
 
 mod conformance;
 mod redis_admin;
@@ -290,4 +291,83 @@ async fn the_group_count_cannot_change_under_a_store() {
     assert_eq!(store.pack_hash().await.unwrap(), xor_of([&t]));
     let reopened = Store::new(open(&cluster, "fixed:").await);
     assert_eq!(reopened.get_account(&sub_of(&t)).await.unwrap(), Some(t));
+}
+
+/// Runs `CLUSTER <args…>` on the node at `url`.
+async fn cluster_cmd<T: redis::FromRedisValue>(url: &str, args: &[&str]) -> T {
+    let mut cmd = redis::cmd("CLUSTER");
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut admin(url).await).await.unwrap()
+}
+
+/// Moves hash slot `slot` with its keys from node `from` to node `to` (the steps of a
+/// resharding: IMPORTING / MIGRATING, MIGRATE every key, then the new owner on every node).
+async fn move_slot(cluster: &RedisCluster, slot: i64, from: usize, to: usize) {
+    let nodes = cluster.nodes();
+    let (source, target) = (nodes[from].url(), nodes[to].url());
+    let source_id: String = cluster_cmd(&source, &["MYID"]).await;
+    let target_id: String = cluster_cmd(&target, &["MYID"]).await;
+    let slot_arg = slot.to_string();
+    let _: () = cluster_cmd(&target, &["SETSLOT", &slot_arg, "IMPORTING", &source_id]).await;
+    let _: () = cluster_cmd(&source, &["SETSLOT", &slot_arg, "MIGRATING", &target_id]).await;
+    let keys: Vec<String> = cluster_cmd(&source, &["GETKEYSINSLOT", &slot_arg, "1000"]).await;
+    let mut migrate = redis::cmd("MIGRATE");
+    migrate
+        .arg("127.0.0.1")
+        .arg(nodes[to].port())
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(&keys);
+    let _: () = migrate
+        .query_async(&mut admin(&source).await)
+        .await
+        .unwrap();
+    for node in nodes {
+        let _: () = cluster_cmd(&node.url(), &["SETSLOT", &slot_arg, "NODE", &target_id]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slot_moved_to_another_master_is_followed_there_with_a_resync() {
+    let cluster = RedisCluster::start(3);
+    let a = Store::new(open(&cluster, "move:").await);
+    let b = Store::new(open(&cluster, "move:").await);
+    let mut b_events = b.subscribe();
+    let signer = SigningKey::generate(KeyRole::Operator);
+    let key = new_account_key();
+    let first = mint(&signer, &key, 1_000, 0);
+    a.put_account_if_newer(&key, first.clone(), &meta(&first))
+        .await
+        .unwrap();
+    expect_event(&mut b_events, &key, &first).await;
+    // Where the account's group lives now.
+    let mut owner = None;
+    for (i, url) in cluster.urls().iter().enumerate() {
+        if let Some(entry) = keys_on(url, &format!("{{move:g*}}a:{key}")).await.pop() {
+            owner = Some((i, entry));
+        }
+    }
+    let (from, entry) = owner.expect("the account is stored on some master");
+    let slot: i64 = cluster_cmd(&cluster.urls()[from], &["KEYSLOT", &entry]).await;
+    let floor = b.floor();
+    move_slot(&cluster, slot, from, (from + 1) % 3).await;
+    // The old owner unsubscribed the group's channel: B subscribes at the new one and resyncs.
+    expect_resync(&b, floor).await;
+    assert_eq!(
+        keys_on(&cluster.urls()[(from + 1) % 3], &entry).await,
+        vec![entry.clone()]
+    );
+    // Writes of that group go to the new owner, and B hears them there.
+    let second = mint(&signer, &key, 2_000, 0);
+    a.put_account_if_newer(&key, second.clone(), &meta(&second))
+        .await
+        .unwrap();
+    expect_event(&mut b_events, &key, &second).await;
+    assert_eq!(b.get_account(&key).await.unwrap(), Some(second.clone()));
+    assert_eq!(b.pack_hash().await.unwrap(), xor_of([&second]));
+    assert_eq!(a.pack_hash().await.unwrap(), b.pack_hash().await.unwrap());
 }
