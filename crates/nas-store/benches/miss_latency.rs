@@ -41,6 +41,25 @@ async fn measure(name: &str, backend: Arc<dyn Backend>, token: &Bytes, key: &str
     );
 }
 
+/// The shared PACK hash read (one `GET` on one server, one per key group on a cluster), p50/p99
+/// over 1,000 reads: what a PACK request costs before any line is sent.
+async fn measure_hash(name: &str, backend: Arc<dyn Backend>) {
+    let store = Store::new(backend);
+    let mut samples = Vec::with_capacity(1_000);
+    for _ in 0..1_000 {
+        let t = Instant::now();
+        store.pack_hash().await.expect("pack hash");
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    println!(
+        "| {name} PACK hash read | {:.1?} | {:.1?} | {:.1?} |",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1]
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -84,9 +103,10 @@ fn main() {
         })
         .await
         .expect("redis");
+        let redis_backend: Arc<dyn Backend> = Arc::new(redis_backend);
         measure(
             "redis (local redis-server)",
-            Arc::new(redis_backend),
+            redis_backend.clone(),
             &token,
             &key,
         )
@@ -98,13 +118,16 @@ fn main() {
         })
         .await
         .expect("redis cluster");
+        let cluster_backend: Arc<dyn Backend> = Arc::new(cluster_backend);
         measure(
             "redis cluster (3 local masters, 16 key groups)",
-            Arc::new(cluster_backend),
+            cluster_backend.clone(),
             &token,
             &key,
         )
         .await;
+        measure_hash("redis", redis_backend).await;
+        measure_hash("redis cluster", cluster_backend).await;
         let s3_backend = S3Backend::open(S3Options {
             bucket: "nas-bench".into(),
             prefix: "bench/".into(),

@@ -12,7 +12,7 @@
 //! writes (the PACK hash is the XOR of every group's partial, so every instance reads one agreed
 //! value); and a channel `changes` on which each write announces `<instance id> <key>` so the
 //! other instances drop their cached copy within moments (`PUBLISH` on a single server,
-//! sharded `SPUBLISH` in a cluster: see [`sharded`]). After a subscription is re-made (Redis
+//! sharded `SPUBLISH` in a cluster: see `redis/sharded.rs`). After a subscription is re-made (Redis
 //! restarted, connection lost, a slot moved) the backend asks [`Store`](crate::Store) to re-read
 //! everything, since announcements may have been missed meanwhile. A cluster store records its
 //! group count in `{<prefix>}groups` and refuses to open with another one: the count decides
