@@ -247,7 +247,10 @@ fn the_redis_example_reads_its_url_from_the_mounted_secret() {
     let StoreConfig::Redis(redis) = &config.store else {
         panic!("redis.yaml: {:?}", config.store);
     };
-    assert_eq!(redis.url, secret_value("redis.yaml", "redis-url"));
+    assert_eq!(
+        redis.target,
+        nas_server::config::RedisTarget::Server(secret_value("redis.yaml", "redis-url"))
+    );
 }
 
 #[test]

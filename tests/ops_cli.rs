@@ -344,6 +344,39 @@ async fn migrate_dir_to_redis_to_s3_to_sharded_dir() {
     rerun_changes_nothing(&s3_url, &sharded_url, &operator);
 }
 
+/// Into a real 3-master Redis Cluster (`redis+cluster://`) and out of it again: the same first
+/// hop and tombstone checks as for one Redis, then cluster → sharded dir brings everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_into_and_out_of_a_redis_cluster() {
+    let cluster = nas_testkit::RedisCluster::start(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    let fx = fixture(&StoreConfig::Dir(DirStore::new(&src_dir))).await;
+    let operator = write(tmp.path(), "operator.jwt", &fx.op.jwt);
+    let config = format!("operatorjwtpath: {operator:?}\nstore {{ dir: {src_dir:?} }}\n");
+    let config = write(tmp.path(), "src.conf", &config);
+    let nodes: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let cluster_url = format!("redis+cluster://{}?prefix=mig:", nodes.join(","));
+    first_hop(&fx, &format!("config:{config}"), &cluster_url).await;
+    tombstone_keeps_older_out(&fx, tmp.path(), &cluster_url, &operator).await;
+    let out = format!("dir:{}?shard=true", tmp.path().join("out").display());
+    let run = migrate(&cluster_url, &out, &["--json", "--operator", &operator]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let summary = run.json();
+    assert_eq!(counts(&summary, "tombstones"), [1, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        counts(&summary, "accounts"),
+        [ACCOUNTS as u64, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(counts(&summary, "activations"), [2, 0, 0, 0, 0, 0]);
+    assert_eq!(snapshot(&test_store(&out)).await, fx.final_state());
+    rerun_changes_nothing(&cluster_url, &out, &operator);
+}
+
 /// dir (through `config:`) → Redis holding 10 newer JWTs and the JWT the tombstone deletes: a
 /// dry run first (same summary, nothing written), then the real run.
 async fn first_hop(fx: &Fixture, from: &str, to: &str) {
@@ -427,6 +460,12 @@ fn test_store_default(url: &str) -> StoreConfig {
         let mut dir = DirStore::new(path);
         dir.shard = param("shard").is_some();
         return StoreConfig::Dir(dir);
+    }
+    if let Some(nodes) = head.strip_prefix("redis+cluster://") {
+        let seeds = nodes.split(',').map(|n| format!("redis://{n}")).collect();
+        let mut redis = nas_server::config::RedisStore::cluster(seeds);
+        redis.prefix = param("prefix").unwrap();
+        return StoreConfig::Redis(redis);
     }
     if head.starts_with("redis://") {
         let mut redis = nas_server::config::RedisStore::new(head);

@@ -1,24 +1,30 @@
 //! Several instances on one Redis: a write accepted by A is served by B (pub/sub invalidation),
 //! concurrent POSTs on A and B end with the newest iat, and a Redis outage keeps cached accounts
 //! served while misses and POSTs answer 503 and /healthz reports it — then everything recovers.
+//! The same coherence on a real 3-master Redis Cluster.
 
 use std::time::{Duration, Instant};
 
 use nas_server::config::{Config, RedisStore, S3Store, StoreConfig};
 use nas_server::server::Server;
-use nas_testkit::RedisServer;
+use nas_testkit::{RedisCluster, RedisServer};
 
 mod common;
 use common::{reissue, Operator};
 
 async fn instance(dir: &std::path::Path, op: &Operator, redis_url: &str) -> Server {
+    instance_on(dir, op, RedisStore::new(redis_url)).await
+}
+
+/// An instance on the Redis store `redis` (prefix `shared:`).
+async fn instance_on(dir: &std::path::Path, op: &Operator, redis: RedisStore) -> Server {
     std::fs::write(dir.join("operator.jwt"), &op.jwt).unwrap();
     let mut config = Config::default();
     config.http.host = "127.0.0.1".into();
     config.http.port = 0;
     config.store = StoreConfig::Redis(RedisStore {
         prefix: "shared:".into(),
-        ..RedisStore::new(redis_url)
+        ..redis
     });
     config.operator_jwt_path = Some(dir.join("operator.jwt"));
     Server::start(&config).await.unwrap()
@@ -42,33 +48,48 @@ async fn get(server: &Server, key: &str) -> (u16, String) {
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
-#[tokio::test]
-async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
-    let mut redis = RedisServer::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let op = Operator::new("shared");
-    let a = instance(tmp.path(), &op, &redis.url()).await;
-    let b = instance(tmp.path(), &op, &redis.url()).await;
-    let (acc, jwt) = op.account("APP");
+/// `writer` stores a new account, `reader` serves (and caches) it, then `writer` stores a newer
+/// version of it. Returns the account and the newer JWT.
+async fn cache_then_change(
+    op: &Operator,
+    name: &str,
+    writer: &Server,
+    reader: &Server,
+) -> (nas_jwt::SigningKey, String) {
+    let (acc, jwt) = op.account(name);
     let key = acc.public_key().as_str().to_owned();
+    assert_eq!(post(writer, &key, &jwt).await, 200);
+    assert_eq!(get(reader, &key).await, (200, jwt.clone()));
+    let newer = reissue(op, &acc, &format!("{name}-2"), common::now() + 1, |_| {});
+    assert_eq!(post(writer, &key, &newer).await, 200);
+    (acc, newer)
+}
 
-    // B caches the account, A changes it, B serves the change (pub/sub, not a TTL).
-    assert_eq!(post(&a, &key, &jwt).await, 200);
-    assert_eq!(get(&b, &key).await, (200, jwt.clone()));
-    let newer = reissue(&op, &acc, "APP-2", common::now() + 1, |_| {});
-    assert_eq!(post(&a, &key, &newer).await, 200);
+/// Waits (up to 5 s) until `server` serves `jwt` for `key`: the change reached it.
+async fn await_served(server: &Server, key: &str, jwt: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while get(&b, &key).await.1 != newer {
-        assert!(Instant::now() < deadline, "B never served A's change");
+    while get(server, key).await.1 != jwt {
+        assert!(
+            Instant::now() < deadline,
+            "{key}: the change was never served"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
 
-    // Concurrent POSTs on both instances: the newest iat wins everywhere.
+/// 20 POSTs of `acc` on each of the two instances at once, the `iat`s interleaved: afterwards
+/// both serve the newest. Returns it.
+async fn race_posts_on_both(
+    op: &Operator,
+    acc: &nas_jwt::SigningKey,
+    servers: [&Server; 2],
+) -> String {
+    let key = acc.public_key().as_str().to_owned();
     let base = common::now() + 10;
     let mut tasks = Vec::new();
-    for (i, server_url) in [a.url(), b.url()].into_iter().enumerate() {
+    for (i, server_url) in servers.iter().map(|s| s.url()).enumerate() {
         let versions: Vec<String> = (0..20)
-            .map(|n| reissue(&op, &acc, "APP-race", base + (n * 2 + i) as i64, |_| {}))
+            .map(|n| reissue(op, acc, "APP-race", base + (n * 2 + i) as i64, |_| {}))
             .collect();
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
@@ -88,9 +109,9 @@ async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
     for t in tasks {
         t.await.unwrap();
     }
-    let newest = reissue(&op, &acc, "APP-race", base + 39, |_| {});
+    let newest = reissue(op, acc, "APP-race", base + 39, |_| {});
     let newest_iat = nas_store::TokenMeta::read(newest.as_bytes()).unwrap().iat;
-    for server in [&a, &b] {
+    for server in servers {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let (_, body) = get(server, &key).await;
@@ -104,6 +125,23 @@ async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    get(servers[0], &key).await.1
+}
+
+#[tokio::test]
+async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
+    let mut redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("shared");
+    let a = instance(tmp.path(), &op, &redis.url()).await;
+    let b = instance(tmp.path(), &op, &redis.url()).await;
+    // B caches the account, A changes it, B serves the change (pub/sub, not a TTL).
+    let (acc, newer) = cache_then_change(&op, "APP", &a, &b).await;
+    let key = acc.public_key().as_str().to_owned();
+    await_served(&b, &key, &newer).await;
+
+    // Concurrent POSTs on both instances: the newest iat wins everywhere.
+    race_posts_on_both(&op, &acc, [&a, &b]).await;
 
     // Outage: cached accounts still served, misses and writes 503, healthz says so.
     let (missing, missing_jwt) = op.account("MISSING");
@@ -162,6 +200,54 @@ async fn two_instances_on_one_redis_stay_coherent_and_survive_an_outage() {
     );
 }
 
+/// Two instances on a real 3-master Redis Cluster: every write through one is served by the
+/// other (sharded pub/sub invalidation, accounts in many key groups), concurrent POSTs through
+/// both end with the newest iat, and the PACK hash every instance reads is the XOR of what they
+/// serve.
+#[tokio::test]
+async fn two_instances_on_a_redis_cluster_stay_coherent() {
+    let cluster = RedisCluster::start(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new("cluster");
+    let a = instance_on(tmp.path(), &op, RedisStore::cluster(cluster.urls())).await;
+    let b = instance_on(tmp.path(), &op, RedisStore::cluster(cluster.urls())).await;
+    let mut served = Vec::new();
+    for i in 0..8 {
+        let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        // The reader caches the account, the writer changes it, the reader serves the change.
+        let (acc, newer) = cache_then_change(&op, &format!("APP{i}"), writer, reader).await;
+        let key = acc.public_key().as_str().to_owned();
+        await_served(reader, &key, &newer).await;
+        served.push((key, newer));
+    }
+    let (acc, _) = op.account("RACE");
+    let newest = race_posts_on_both(&op, &acc, [&a, &b]).await;
+    served.push((acc.public_key().as_str().to_owned(), newest));
+
+    // The hash lives in the cluster: a store opened on it reads the one every instance reads.
+    let backend = nas_store::redis::RedisBackend::open(nas_store::redis::RedisOptions {
+        url: cluster.urls().join(","),
+        cluster: true,
+        prefix: "shared:".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // What it must be: the hash a store holding exactly the served JWTs computes itself.
+    let reference = nas_store::Store::new(std::sync::Arc::new(
+        nas_store::memory::MemoryBackend::new_read_only(
+            served
+                .iter()
+                .map(|(key, jwt)| (key.clone(), bytes::Bytes::from(jwt.clone()))),
+        ),
+    ));
+    let store = nas_store::Store::new(std::sync::Arc::new(backend));
+    assert_eq!(
+        store.pack_hash().await.unwrap(),
+        reference.pack_hash().await.unwrap()
+    );
+}
+
 async fn s3_instance(dir: &std::path::Path, op: &Operator, endpoint: &str) -> Server {
     std::fs::write(dir.join("operator.jwt"), &op.jwt).unwrap();
     let mut config = Config::default();
@@ -191,12 +277,8 @@ async fn two_instances_on_one_bucket_converge_within_the_cache_ttl() {
     let op = Operator::new("s3-shared");
     let a = s3_instance(tmp.path(), &op, &s3.endpoint()).await;
     let b = s3_instance(tmp.path(), &op, &s3.endpoint()).await;
-    let (acc, jwt) = op.account("APP");
+    let (acc, newer) = cache_then_change(&op, "APP", &a, &b).await;
     let key = acc.public_key().as_str().to_owned();
-    assert_eq!(post(&a, &key, &jwt).await, 200);
-    assert_eq!(get(&b, &key).await, (200, jwt.clone()));
-    let newer = reissue(&op, &acc, "APP-2", common::now() + 1, |_| {});
-    assert_eq!(post(&a, &key, &newer).await, 200);
     // An older JWT posted to B loses against the newer one A wrote (conditional writes).
     let older = reissue(&op, &acc, "APP-old", common::now() - 100, |_| {});
     assert_eq!(post(&b, &key, &older).await, 409);

@@ -31,6 +31,9 @@ STORE URLS:
   nsc:<path>                         an nsc operator folder (source only; read-only)
   redis://[user:pass@]host:port[/db][?prefix=nas:&timeout=<ms>]     (rediss:// for TLS;
                                      timeout: bound of each call, default 30000 ms)
+  redis+cluster://[user:pass@]host:port,host:port[?prefix=nas:&groups=16&timeout=<ms>]
+                                     a Redis Cluster, any of its nodes as seeds (rediss+cluster://
+                                     for TLS); groups must match the store's (default 16)
   s3://<bucket>[/<prefix>][?endpoint=<url>&region=<r>&pathstyle=true&allowhttp=true&timeout=<ms>]
                                      credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY;
                                      no /<prefix>: the default prefix nas:

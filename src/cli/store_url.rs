@@ -4,6 +4,8 @@
 //! dir:<path>[?shard=true]                       a directory (the Go server's layout), sharded or not
 //! nsc:<path>                                    an nsc operator folder (read-only: source only)
 //! redis://[user:pass@]host:port[/db][?prefix=nas:&timeout=<ms>]      (rediss:// for TLS)
+//! redis+cluster://[user:pass@]host:port,host:port…[?prefix=nas:&groups=16&timeout=<ms>]
+//!                                               a Redis Cluster (rediss+cluster:// for TLS)
 //! s3://<bucket>[/<prefix>][?endpoint=<url>&region=<r>&pathstyle=true&allowhttp=true&timeout=<ms>]
 //! postgres://user[:pass]@host:port/db[?table=nas&pool=8&timeout=<ms>&<libpq parameters>]
 //! config:<file>                                 the `store { … }` block of that config file
@@ -21,7 +23,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nas_server::config::{
-    Config, DirStore, NscStore, PostgresStore, RedisStore, S3Store, StoreConfig,
+    Config, DirStore, NscStore, PostgresStore, RedisStore, RedisTarget, S3Store, StoreConfig,
+    MAX_REDIS_CLUSTER_GROUPS,
 };
 
 /// The default bound of each call to a Redis, S3 or PostgreSQL store named by a URL.
@@ -67,7 +70,10 @@ pub fn parse(url: &str) -> Result<StoreSpec, StoreUrlError> {
         reason,
     };
     let (scheme, rest) = url.split_once(':').ok_or_else(|| {
-        bad("no scheme (dir:, nsc:, redis://, s3://, postgres://, config:)".into())
+        bad(
+            "no scheme (dir:, nsc:, redis://, redis+cluster://, s3://, postgres://, config:)"
+                .into(),
+        )
     })?;
     let store = match scheme {
         "config" => return from_config(rest),
@@ -76,6 +82,7 @@ pub fn parse(url: &str) -> Result<StoreSpec, StoreUrlError> {
             folder: non_empty_path(rest).map_err(bad)?,
         }),
         "redis" | "rediss" => parse_redis(url).map_err(bad)?,
+        "redis+cluster" | "rediss+cluster" => parse_redis_cluster(scheme, rest).map_err(bad)?,
         "s3" => parse_s3(rest).map_err(bad)?,
         "postgres" | "postgresql" => parse_postgres(url).map_err(bad)?,
         other => return Err(bad(format!("unknown store scheme {other:?}"))),
@@ -204,6 +211,54 @@ fn parse_redis(url: &str) -> Result<StoreConfig, String> {
     Ok(StoreConfig::Redis(redis))
 }
 
+/// `redis+cluster://[user:pass@]h1:p1,h2:p2[?…]`: one seed URL per node, each with the
+/// credentials and the client's own query parameters.
+fn parse_redis_cluster(scheme: &str, rest: &str) -> Result<StoreConfig, String> {
+    let nodes_and_query = rest
+        .strip_prefix("//")
+        .ok_or("expected redis+cluster://host:port,host:port")?;
+    let (client, params) = take_params(nodes_and_query, &["prefix", "timeout", "groups"])?;
+    let (nodes, client_query) = match client.split_once('?') {
+        Some((nodes, query)) => (nodes.to_owned(), format!("/?{query}")),
+        None => (client, String::new()),
+    };
+    let nodes = nodes.trim_end_matches('/');
+    let (credentials, hosts) = match nodes.rsplit_once('@') {
+        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+        None => (String::new(), nodes),
+    };
+    let client_scheme = scheme.trim_end_matches("+cluster");
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|host| format!("{client_scheme}://{credentials}{host}{client_query}"))
+        .collect();
+    if seeds.is_empty() {
+        return Err("no cluster node (expected redis+cluster://host:port,host:port)".into());
+    }
+    let mut redis = RedisStore::cluster(seeds);
+    redis.timeout = TIMEOUT;
+    for (k, v) in params {
+        match k.as_str() {
+            "prefix" => redis.prefix = v,
+            "groups" => {
+                let n = v
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| (1..=MAX_REDIS_CLUSTER_GROUPS).contains(n))
+                    .ok_or_else(|| {
+                        format!("groups={v:?} is not a number from 1 to {MAX_REDIS_CLUSTER_GROUPS}")
+                    })?;
+                if let RedisTarget::Cluster { groups, .. } = &mut redis.target {
+                    *groups = n;
+                }
+            }
+            _ => redis.timeout = millis(&k, &v)?,
+        }
+    }
+    Ok(StoreConfig::Redis(redis))
+}
+
 fn parse_postgres(url: &str) -> Result<StoreConfig, String> {
     let (client_url, params) = take_params(url, &["table", "pool", "timeout"])?;
     let mut pg = PostgresStore::new(client_url);
@@ -277,10 +332,42 @@ mod tests {
             panic!("not redis")
         };
         assert_eq!(
-            (r.url.as_str(), r.prefix.as_str()),
-            ("redis://h:1/2?protocol=resp3", "x:")
+            (&r.target, r.prefix.as_str()),
+            (
+                &RedisTarget::Server("redis://h:1/2?protocol=resp3".into()),
+                "x:"
+            )
         );
         assert_eq!(r.timeout, Duration::from_millis(5));
+        let StoreConfig::Redis(c) =
+            store("redis+cluster://u:pw@h1:7000,h2:7001?prefix=c:&groups=8&protocol=resp3")
+        else {
+            panic!("not redis")
+        };
+        assert_eq!(
+            (&c.target, c.prefix.as_str(), c.timeout),
+            (
+                &RedisTarget::Cluster {
+                    seeds: vec![
+                        "redis://u:pw@h1:7000/?protocol=resp3".into(),
+                        "redis://u:pw@h2:7001/?protocol=resp3".into()
+                    ],
+                    groups: 8
+                },
+                "c:",
+                TIMEOUT
+            )
+        );
+        let StoreConfig::Redis(c) = store("rediss+cluster://h1:7000/") else {
+            panic!("not redis")
+        };
+        assert_eq!(
+            c.target,
+            RedisTarget::Cluster {
+                seeds: vec!["rediss://h1:7000".into()],
+                groups: nas_server::config::DEFAULT_REDIS_CLUSTER_GROUPS
+            }
+        );
         let StoreConfig::S3(s) =
             store("s3://b/p/?endpoint=http%3A//h:9&region=r&pathstyle=true&allowhttp=true")
         else {
@@ -313,6 +400,10 @@ mod tests {
             "s3:///p",
             "ftp://x",
             "s3://b?x=1",
+            "redis+cluster:h:1",
+            "redis+cluster://",
+            "redis+cluster://h:1?groups=0",
+            "redis+cluster://h:1?groups=2000",
         ] {
             assert!(parse(bad).is_err(), "{bad} parsed");
         }

@@ -72,12 +72,18 @@ pub fn nsc_operator_jwt(store: &StoreConfig) -> Option<std::path::PathBuf> {
 
 #[cfg(feature = "redis")]
 async fn open_redis(r: &crate::config::RedisStore) -> Result<Arc<dyn Backend>, OpenError> {
+    use crate::config::RedisTarget;
+    let (url, cluster, groups) = match &r.target {
+        RedisTarget::Server(url) => (url.clone(), false, 1),
+        RedisTarget::Cluster { seeds, groups } => (seeds.join(","), true, *groups),
+    };
     let options = nas_store::redis::RedisOptions {
-        url: r.url.clone(),
+        url,
+        cluster,
+        groups,
         prefix: r.prefix.clone(),
         timeout: r.timeout,
         tls: redis_tls(&r.tls)?,
-        ..nas_store::redis::RedisOptions::default()
     };
     Ok(Arc::new(
         nas_store::redis::RedisBackend::open(options).await?,

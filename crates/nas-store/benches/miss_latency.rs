@@ -1,7 +1,7 @@
 //! Miss-path latency per backend: what a GET costs when the verified cache does not hold the
 //! account (one store read of a 1 KB account JWT), as p50/p99 over 5,000 reads (1,000 for S3).
-//! Run: `cargo bench -p nas-store --bench miss_latency` (starts a real redis-server, a moto S3
-//! server and, with the `postgres` feature (default), a real PostgreSQL on 127.0.0.1).
+//! Run: `cargo bench -p nas-store --bench miss_latency` (starts a real redis-server, a real
+//! 3-master Redis Cluster, a moto S3 server and, with the `postgres` feature (default), a real PostgreSQL on 127.0.0.1).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +41,25 @@ async fn measure(name: &str, backend: Arc<dyn Backend>, token: &Bytes, key: &str
     );
 }
 
+/// The shared PACK hash read (one `GET` on one server, one per key group on a cluster), p50/p99
+/// over 1,000 reads: what a PACK request costs before any line is sent.
+async fn measure_hash(name: &str, backend: Arc<dyn Backend>) {
+    let store = Store::new(backend);
+    let mut samples = Vec::with_capacity(1_000);
+    for _ in 0..1_000 {
+        let t = Instant::now();
+        store.pack_hash().await.expect("pack hash");
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    println!(
+        "| {name} PACK hash read | {:.1?} | {:.1?} | {:.1?} |",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1]
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -57,6 +76,7 @@ fn main() {
         .expect("sub")
         .to_owned();
     let redis = nas_testkit::RedisServer::start();
+    let cluster = nas_testkit::RedisCluster::start(3);
     let s3 = nas_testkit::S3Server::start();
     s3.create_bucket("nas-bench");
     #[cfg(feature = "postgres")]
@@ -83,13 +103,31 @@ fn main() {
         })
         .await
         .expect("redis");
+        let redis_backend: Arc<dyn Backend> = Arc::new(redis_backend);
         measure(
             "redis (local redis-server)",
-            Arc::new(redis_backend),
+            redis_backend.clone(),
             &token,
             &key,
         )
         .await;
+        let cluster_backend = RedisBackend::open(RedisOptions {
+            url: cluster.urls().join(","),
+            cluster: true,
+            ..RedisOptions::default()
+        })
+        .await
+        .expect("redis cluster");
+        let cluster_backend: Arc<dyn Backend> = Arc::new(cluster_backend);
+        measure(
+            "redis cluster (3 local masters, 16 key groups)",
+            cluster_backend.clone(),
+            &token,
+            &key,
+        )
+        .await;
+        measure_hash("redis", redis_backend).await;
+        measure_hash("redis cluster", cluster_backend).await;
         let s3_backend = S3Backend::open(S3Options {
             bucket: "nas-bench".into(),
             prefix: "bench/".into(),

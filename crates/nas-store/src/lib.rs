@@ -226,6 +226,13 @@ impl StoreError {
     }
 }
 
+/// Key groups of a Redis Cluster store unless configured otherwise: enough to spread over a
+/// few masters, few enough that listing, health and the PACK hash (one call per group) stay
+/// cheap. Here, outside the `redis` feature, so the config reader knows it in every build.
+pub const REDIS_CLUSTER_GROUPS: u16 = 16;
+/// The most key groups a Redis Cluster store may have.
+pub const REDIS_CLUSTER_MAX_GROUPS: u16 = 1024;
+
 /// How many times a delete request re-decides after losing a race to a concurrent write.
 const MAX_DELETE_RACES: usize = 8;
 

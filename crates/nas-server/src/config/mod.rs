@@ -8,7 +8,8 @@ use nas_conf::{Map, Spanned, Value};
 
 mod store;
 pub use store::{
-    DirStore, ExpiryConfig, NscStore, PostgresStore, RedisStore, S3Store, StoreConfig, StoreTls,
+    DirStore, ExpiryConfig, NscStore, PostgresStore, RedisStore, RedisTarget, S3Store, StoreConfig,
+    StoreTls, DEFAULT_REDIS_CLUSTER_GROUPS, MAX_REDIS_CLUSTER_GROUPS,
 };
 
 /// A configuration error, naming the key and where it is.
@@ -908,10 +909,67 @@ mod store_tests {
                 "store.tls needs both cert and key",
             ),
             ("store { type: sqlite }", "unknown store type \"sqlite\""),
+            (
+                "store { type: redis, url: x, cluster: [y] }",
+                "store.url and store.cluster both set",
+            ),
+            (
+                "store { type: redis, url: x, groups: 4 }",
+                "store.groups applies to a redis cluster",
+            ),
+            (
+                "store { type: redis, cluster: [] }",
+                "store.cluster needs at least one node URL",
+            ),
+            (
+                "store { type: redis, cluster: [x], groups: 0 }",
+                "store.groups must be 1 to 1024, not 0",
+            ),
+            (
+                "store { type: redis, cluster: [x], groups: 5000 }",
+                "store.groups must be 1 to 1024, not 5000",
+            ),
+            (
+                "store { type: redis, cluster: 7 }",
+                "expected a string or an array of strings",
+            ),
         ] {
             let err = store_of(text).unwrap_err();
             assert!(err.contains(message), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_redis_cluster_store_names_its_seed_nodes() {
+        let (s, warnings) = store_of(
+            "store { type: redis, cluster: [\"redis://:pw@a:7000\", \"redis://:pw@b:7001\"], groups: 8, prefix: \"c:\" }",
+        )
+        .unwrap();
+        let want = RedisStore {
+            prefix: "c:".into(),
+            target: RedisTarget::Cluster {
+                seeds: vec!["redis://:pw@a:7000".into(), "redis://:pw@b:7001".into()],
+                groups: 8,
+            },
+            ..RedisStore::cluster(Vec::new())
+        };
+        assert_eq!(s, StoreConfig::Redis(want));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!format!("{s:?}").contains("pw"), "{s:?}");
+        assert!(!s.describe().contains("pw"), "{}", s.describe());
+        // One string with commas (an environment variable) names several nodes; groups default.
+        let (s, _) =
+            store_of("store { type: redis, cluster: \"redis://a:1, redis://b:2\" }").unwrap();
+        let StoreConfig::Redis(r) = s else {
+            panic!("not redis")
+        };
+        assert_eq!(
+            r.target,
+            RedisTarget::Cluster {
+                seeds: vec!["redis://a:1".into(), "redis://b:2".into()],
+                groups: DEFAULT_REDIS_CLUSTER_GROUPS,
+            }
+        );
     }
 
     #[test]

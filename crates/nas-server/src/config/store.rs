@@ -58,11 +58,16 @@ impl StoreConfig {
         match self {
             StoreConfig::Memory => "in memory".to_owned(),
             StoreConfig::S3(s) => format!("s3 bucket {} prefix {:?}", s.bucket, s.prefix),
-            StoreConfig::Redis(r) => format!(
-                "redis {} prefix {:?}",
-                nas_store::redact_url(&r.url),
-                r.prefix
-            ),
+            StoreConfig::Redis(r) => match &r.target {
+                RedisTarget::Server(_) => {
+                    format!("redis {} prefix {:?}", r.target.redacted(), r.prefix)
+                }
+                RedisTarget::Cluster { groups, .. } => format!(
+                    "redis cluster {} prefix {:?}, {groups} key groups",
+                    r.target.redacted(),
+                    r.prefix
+                ),
+            },
             StoreConfig::Dir(d) => format!(
                 "{}{}{}",
                 d.dir.display(),
@@ -120,11 +125,53 @@ pub struct StoreTls {
     pub key: Option<PathBuf>,
 }
 
-/// A Redis store. `Debug` redacts the password in the URL.
+/// The key groups of a Redis Cluster store unless `store { groups }` says otherwise.
+pub const DEFAULT_REDIS_CLUSTER_GROUPS: u16 = nas_store::REDIS_CLUSTER_GROUPS;
+/// The most key groups a Redis Cluster store may have.
+pub const MAX_REDIS_CLUSTER_GROUPS: u16 = nas_store::REDIS_CLUSTER_MAX_GROUPS;
+
+/// Where a Redis store lives: one server (`url`) or a Redis Cluster (`cluster`).
 #[derive(Clone, PartialEq)]
+pub enum RedisTarget {
+    /// One server: `redis://`, `rediss://` (TLS) or `unix://`.
+    Server(String),
+    /// A Redis Cluster: seed node URLs (any of the nodes; the rest is discovered).
+    Cluster {
+        /// Seed nodes, `redis://` or `rediss://`.
+        seeds: Vec<String>,
+        /// Key groups the accounts are spread over (fixed for the store's life).
+        groups: u16,
+    },
+}
+
+impl RedisTarget {
+    /// The URL(s) with passwords redacted, several separated by commas.
+    pub fn redacted(&self) -> String {
+        match self {
+            RedisTarget::Server(url) => nas_store::redact_url(url),
+            RedisTarget::Cluster { seeds, .. } => nas_store::redact_url(&seeds.join(",")),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Server(_) => f.debug_tuple("Server").field(&self.redacted()).finish(),
+            RedisTarget::Cluster { groups, .. } => f
+                .debug_struct("Cluster")
+                .field("seeds", &self.redacted())
+                .field("groups", groups)
+                .finish(),
+        }
+    }
+}
+
+/// A Redis store. `Debug` redacts the password in the URL.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisStore {
-    /// `redis://`, `rediss://` (TLS) or `unix://`.
-    pub url: String,
+    /// One server or a cluster.
+    pub target: RedisTarget,
     /// Client TLS for `rediss://`.
     pub tls: StoreTls,
     /// Key prefix.
@@ -134,25 +181,26 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A Redis store at `url` with the default prefix and timeout.
+    /// A Redis store on the server at `url` with the default prefix and timeout.
     pub fn new(url: impl Into<String>) -> RedisStore {
+        Self::on(RedisTarget::Server(url.into()))
+    }
+
+    /// A Redis Cluster store with these seed nodes, the default groups, prefix and timeout.
+    pub fn cluster(seeds: Vec<String>) -> RedisStore {
+        Self::on(RedisTarget::Cluster {
+            seeds,
+            groups: DEFAULT_REDIS_CLUSTER_GROUPS,
+        })
+    }
+
+    fn on(target: RedisTarget) -> RedisStore {
         RedisStore {
-            url: url.into(),
+            target,
             tls: StoreTls::default(),
             prefix: DEFAULT_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
         }
-    }
-}
-
-impl std::fmt::Debug for RedisStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("url", &nas_store::redact_url(&self.url))
-            .field("tls", &self.tls)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .finish()
     }
 }
 
@@ -371,14 +419,61 @@ fn secret(m: &Block<'_>, key: &str) -> Result<Option<String>, ConfigError> {
 }
 
 fn read_redis(m: &Block<'_>) -> Result<RedisStore, ConfigError> {
-    let url = secret(m, "url")?.ok_or_else(|| {
-        ConfigError::Invalid("store type redis needs store.url (redis://host:6379/)".into())
-    })?;
-    let mut r = RedisStore::new(url);
+    let mut r = RedisStore::on(read_redis_target(m)?);
     r.tls = read_tls(m)?;
     set(&mut r.prefix, Reader::string(m, "prefix")?);
     set(&mut r.timeout, Reader::millis(m, "timeout")?);
     Ok(r)
+}
+
+/// `url` (one server) or `cluster` (seed nodes, with `groups`): exactly one of them.
+fn read_redis_target(m: &Block<'_>) -> Result<RedisTarget, ConfigError> {
+    let url = secret(m, "url")?;
+    let seeds = Reader::strings(m, "cluster")?;
+    let groups = Reader::int(m, "groups")?;
+    match (url, seeds) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid(
+            "store.url and store.cluster both set: a redis store is one server or one cluster"
+                .into(),
+        )),
+        (Some(url), None) => match groups {
+            Some(_) => Err(ConfigError::Invalid(
+                "store.groups applies to a redis cluster (store.cluster) only".into(),
+            )),
+            None => Ok(RedisTarget::Server(url)),
+        },
+        (None, Some(seeds)) => {
+            // One string may hold several URLs separated by commas (`cluster: $NAS_REDIS_NODES`).
+            let seeds: Vec<String> = seeds
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if seeds.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "store.cluster needs at least one node URL (redis://host:7000)".into(),
+                ));
+            }
+            let groups = match groups {
+                None => DEFAULT_REDIS_CLUSTER_GROUPS,
+                Some(n) => u16::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=MAX_REDIS_CLUSTER_GROUPS).contains(n))
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "store.groups must be 1 to {MAX_REDIS_CLUSTER_GROUPS}, not {n}"
+                        ))
+                    })?,
+            };
+            Ok(RedisTarget::Cluster { seeds, groups })
+        }
+        (None, None) => Err(ConfigError::Invalid(
+            "store type redis needs store.url (redis://host:6379/) or store.cluster \
+             ([\"redis://host:7000\", …])"
+                .into(),
+        )),
+    }
 }
 
 fn read_s3(m: &Block<'_>) -> Result<S3Store, ConfigError> {

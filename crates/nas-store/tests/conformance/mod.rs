@@ -68,6 +68,26 @@ pub fn xor_of<'a>(tokens: impl IntoIterator<Item = &'a Bytes>) -> [u8; 32] {
     out
 }
 
+/// Waits (up to 5 s) until a store reports a change of `key` to `expected` made by another
+/// instance sharing its backend.
+pub async fn expect_event(
+    events: &mut tokio::sync::broadcast::Receiver<nas_store::ChangeEvent>,
+    key: &str,
+    expected: &Bytes,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the change reached the other instance")
+            .unwrap();
+        if event.key == key && event.new.as_ref() == Some(expected) {
+            assert!(event.external);
+            return;
+        }
+    }
+}
+
 /// Every event received so far.
 fn drain(
     events: &mut tokio::sync::broadcast::Receiver<nas_store::ChangeEvent>,
