@@ -14,12 +14,13 @@
 #
 # CPU per request is the serving process's utime+stime (/proc/<pid>/stat) over the run divided by
 # the requests wrk counted. Bounded in time (each run stops at DURATION or when its key list is
-# used up; FULL runs at most 600 s), binds 127.0.0.1, stops what it started (by PID) on exit and
+# used up; the fill runs N/2000 s + 3 s and reports its misses), binds 127.0.0.1, stops what it started (by PID) on exit and
 # deletes the generated data.
 #
 #   bash benches/scale.sh                                  # N = 0, 100k, 1M; 60 s window
 #   SIZES="0 100000" WINDOW=10 DURATION=5s bash benches/scale.sh      # a quick run
 #   FULL_MAX=100000 ...                                    # fill the cache only up to this N
+#   BIN=… GEN=… ...                                        # prebuilt server and generator
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,8 +40,10 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 . benches/lib.sh
-cargo build --release --quiet --example gen_accounts
-GEN=${CARGO_TARGET_DIR:-target}/release/examples/gen_accounts
+if [ -z "${GEN:-}" ]; then
+  cargo build --release --quiet --example gen_accounts
+  GEN=${CARGO_TARGET_DIR:-target}/release/examples/gen_accounts
+fi
 HZ=$(getconf CLK_TCK)
 LUA=$PWD/benches/keys.lua
 
@@ -179,8 +182,8 @@ CONF
     start_ours 0 "$N"
     read -r o_rps o_cpu o_n <<<"$(measure "$OURS_PID" 1 "http://127.0.0.1:$P_OURS" "$work/shuffled.txt" seq)"
     stop_ours
-    read -r n_rps n_cpu n_n <<<"$(measure "$NGINX_WORKER" 1 "http://127.0.0.1:$P_NGINX" "$work/shuffled.txt" seq)"
-    row "cold, pinned, round $r: req/s" "$o_rps" "$n_rps" "$(awk -v a="$o_rps" -v b="$n_rps" 'BEGIN {printf "%.2f", a / b}')" "$o_n / $n_n requests, each key once"
+    read -r n_rps n_cpu n_n <<<"$(measure "$NGINX_WORKER" 1 "http://127.0.0.1:$P_NGINX" "$work/shuffled.txt" cycle)"
+    row "cold, pinned, round $r: req/s" "$o_rps" "$n_rps" "$(awk -v a="$o_rps" -v b="$n_rps" 'BEGIN {printf "%.2f", a / b}')" "$o_n / $n_n requests; ours asked each key once$([ "$o_n" -ge "$N" ] && echo ' (LIST USED UP: req/s understated)')"
     row "cold, pinned, round $r: CPU µs/req" "$o_cpu" "$n_cpu" "$(awk -v a="$o_cpu" -v b="$n_cpu" 'BEGIN {printf "%.2f", a / b}')" ""
     results+=("cold_pinned $o_rps $o_cpu $n_rps $n_cpu")
     start_ours "" "$N"
@@ -191,7 +194,8 @@ CONF
 
   # Cached: one hot key vs. 10k random keys, every key loaded before the run.
   start_ours 0 "$N"
-  KEYS=$work/hot10k.txt ORDER=seq taskset -c 1 wrk -t1 -c"$CONNS" -d60s -s "$LUA" "http://127.0.0.1:$P_OURS" >/dev/null
+  KEYS=$work/hot10k.txt ORDER=seq taskset -c 1 wrk -t1 -c"$CONNS" -d$(( $(wc -l < "$work/hot10k.txt") / 1500 + 2 ))s -s "$LUA" "http://127.0.0.1:$P_OURS" >/dev/null
+  curl -sf -o /dev/null "http://127.0.0.1:$P_OURS/jwt/v1/accounts/$first_key"
   misses=$(metric nas_cache_misses_total "$P_OURS")
   for r in $(seq "$ROUNDS"); do
     read -r h_rps h_cpu _ <<<"$(measure "$OURS_PID" 1 "http://127.0.0.1:$P_OURS/jwt/v1/accounts/$first_key")"
@@ -212,7 +216,7 @@ CONF
   if [ "$N" -le "$FULL_MAX" ]; then
     start_ours "" "$N"
     base=$(rss_kib "$OURS_PID")
-    KEYS=$work/shuffled.txt ORDER=seq wrk -t1 -c"$CONNS" -d600s -s "$LUA" "http://127.0.0.1:$P_OURS" >/dev/null
+    KEYS=$work/shuffled.txt ORDER=seq wrk -t1 -c"$CONNS" -d$(( N / 2000 + 3 ))s -s "$LUA" "http://127.0.0.1:$P_OURS" >/dev/null
     misses=$(metric nas_cache_misses_total "$P_OURS")
     full=$(rss_kib "$OURS_PID")
     row "whole store cached: RSS" "$((full / 1024)) MiB" – – "$misses misses; start RSS $((base / 1024)) MiB; $(awk -v a="$full" -v b="$base" -v n="$N" 'BEGIN {printf "%.2f KiB", (a - b) / n}') per cached account"
