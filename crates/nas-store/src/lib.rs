@@ -520,7 +520,7 @@ struct Inner {
     /// Every generation is at least this (raised by [`Store::mark_all_stale`]).
     floor: AtomicU64,
     observers: RwLock<Vec<ChangeObserver>>,
-    /// The number of stored accounts, kept from writes once seeded (see [`count`]).
+    /// The number of stored accounts, kept from writes once seeded (see `count.rs`).
     count: Mutex<count::AccountCount>,
     /// Serializes the listings that seed `count`.
     count_listing: tokio::sync::Mutex<()>,
@@ -1298,7 +1298,7 @@ impl Store {
 
     /// How many account keys the store holds (expired ones included). Kept from this store's
     /// writes once known; the first call (and the first after a change this store could not
-    /// classify, see [`count`]) lists the keys once — no JWT is read. A backend that does not
+    /// classify, see `count.rs`) lists the keys once — no JWT is read. A backend that does not
     /// see every change ([`Backend::sees_every_change`]) is listed on every call.
     pub async fn count_accounts(&self) -> Result<usize, StoreError> {
         let counted = self.inner.backend.sees_every_change();
