@@ -3,7 +3,7 @@
 
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet --bin nats-account-server
-  BIN=target/release/nats-account-server
+  BIN=${CARGO_TARGET_DIR:-target}/release/nats-account-server
 fi
 
 work=$(mktemp -d)

@@ -4,9 +4,14 @@
 //! silently), each deletion audited as `expiry_purge`.
 //!
 //! The first round runs one interval after start, never at start, so opening a large store
-//! costs nothing up front. Each round walks the account keys once; on a store shared by
-//! several instances every instance purges, which is harmless (the purge re-checks expiry
-//! under the key's lock, and deleting an absent key is a no-op).
+//! costs nothing up front. The count is kept from the store's writes ([`Store::count_accounts`]):
+//! the first round lists the account keys once (no JWT is read) and later rounds list again only
+//! after a change the store could not classify (another instance's write, a watched directory,
+//! a resync) or on S3, whose instances share a bucket without telling each other. So on a
+//! directory store nothing proportional to the store runs periodically unless the purge is
+//! on: `deleteexpired` reads every account JWT each round (it must look at every `exp`). On a
+//! store shared by several instances every instance purges, which is harmless (the purge
+//! re-checks expiry under the key's lock, and deleting an absent key is a no-op).
 
 use std::sync::Arc;
 use std::time::Duration;

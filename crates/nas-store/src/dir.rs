@@ -500,11 +500,15 @@ impl Backend for DirBackend {
         "dir"
     }
 
-    /// Reads one file (two for a key absent from the configured layout).
+    /// Reads one file (two for a key absent from the configured layout), on the calling
+    /// thread, as nginx reads static files: a JWT file is a few hundred bytes, usually in the
+    /// page cache, and handing each read to the blocking pool cost more CPU than the read
+    /// (thread wake-ups both ways and one pool thread per concurrent miss; `benches/scale.sh`,
+    /// BENCHMARKS.md). On a disk whose cache is cold the caller waits for the disk, as an
+    /// nginx worker does. Writes still go to the blocking pool: they fsync.
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
         safe_key(ns, key)?;
-        let locations = self.locations(ns, key);
-        let found = blocking(move || locations.read()).await?;
+        let found = self.locations(ns, key).read()?;
         Ok(found.map(|bytes| {
             let version = version_of(&bytes);
             (Bytes::from(bytes), version)

@@ -241,6 +241,10 @@ impl Backend for FaultBackend {
         self.inner.external_changes()
     }
 
+    fn sees_every_change(&self) -> bool {
+        self.inner.sees_every_change()
+    }
+
     fn peers_announce(&self) -> bool {
         self.inner.peers_announce()
     }

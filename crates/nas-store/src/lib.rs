@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 pub use order::Rank;
 
+mod count;
 pub mod dir;
 pub mod fault;
 pub mod memory;
@@ -307,6 +308,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn peers_announce(&self) -> bool {
         false
     }
+    /// Whether every change to the stored accounts is made through a [`Store`] over this
+    /// backend or reported by [`Backend::external_changes`] (a directory, memory, nsc, Redis,
+    /// PostgreSQL). `false` for a backend other instances share without telling (S3): a count
+    /// kept from this instance's writes would drift, so [`Store::count_accounts`] lists every
+    /// time.
+    fn sees_every_change(&self) -> bool {
+        true
+    }
     /// The PACK hash, for a backend shared by several instances that maintains it itself,
     /// atomically with its writes (so every instance reports one agreed value). `None` (the
     /// default) lets [`Store`] keep it from its own writes and scans.
@@ -518,6 +527,10 @@ struct Inner {
     /// Every generation is at least this (raised by [`Store::mark_all_stale`]).
     floor: AtomicU64,
     observers: RwLock<Vec<ChangeObserver>>,
+    /// The number of stored accounts, kept from writes once seeded (see `count.rs`).
+    count: Mutex<count::AccountCount>,
+    /// Serializes the listings that seed `count`.
+    count_listing: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -708,6 +721,8 @@ impl Store {
                 generations: (0..GENERATION_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
                 floor: AtomicU64::new(0),
                 observers: RwLock::new(Vec::new()),
+                count: Mutex::default(),
+                count_listing: tokio::sync::Mutex::new(()),
             }),
         };
         // A backend that reports outside changes which nobody else announces (a watched
@@ -729,6 +744,7 @@ impl Store {
     /// once the hash is kept (a scan ran), a rescan reports the keys that differ. Before any
     /// scan there is nothing to compare with, and the stale marks are enough.
     fn resync(&self) {
+        self.lock_count().unknown();
         self.mark_all_stale();
         if self.inner.scan_started.load(AtomicOrdering::SeqCst) {
             self.inner.rescan.notify_one();
@@ -757,6 +773,11 @@ impl Store {
     /// than 4096 events behind gets `Lagged` and should treat every cached value as stale.
     pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
         self.inner.events.subscribe()
+    }
+
+    fn lock_count(&self) -> std::sync::MutexGuard<'_, count::AccountCount> {
+        // Every update is a single step, so a poisoned lock still holds a consistent count.
+        self.inner.count.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_hash(&self) -> std::sync::MutexGuard<'_, PackHash> {
@@ -951,6 +972,8 @@ impl Store {
         if new.as_deref().is_some_and(|b| TokenMeta::read(b).is_err()) {
             return;
         }
+        // Created, replaced or deleted: only a listing can tell.
+        self.lock_count().unknown();
         self.emit(key, None, new, true, false);
     }
 
@@ -1084,6 +1107,9 @@ impl Store {
         announce: bool,
     ) -> Written {
         self.lock_hash().set(key, Some(&token));
+        if previous.is_none() {
+            self.lock_count().created(key);
+        }
         let seq = self.emit(key, previous.clone(), Some(token), false, announce);
         let outcome = match previous {
             None => PutOutcome::Created,
@@ -1104,6 +1130,8 @@ impl Store {
             self.generation(key)
         } else {
             self.lock_hash().set(key, Some(token));
+            // Whether that earlier write created the key is not known here.
+            self.lock_count().unknown();
             self.emit(key, None, Some(token.clone()), false, announce)
         };
         Written {
@@ -1182,6 +1210,7 @@ impl Store {
         };
         if deleted {
             self.lock_hash().set(key, None);
+            self.lock_count().deleted(key);
             self.emit(key, Some(bytes), None, false, false);
         }
         Ok(deleted)
@@ -1284,10 +1313,33 @@ impl Store {
         .await
     }
 
-    /// How many account keys the store holds (expired ones included), from a listing of keys
-    /// only: no JWT is read.
+    /// How many account keys the store holds (expired ones included). Kept from this store's
+    /// writes once known; the first call (and the first after a change this store could not
+    /// classify, see `count.rs`) lists the keys once — no JWT is read. A backend that does not
+    /// see every change ([`Backend::sees_every_change`]) is listed on every call.
     pub async fn count_accounts(&self) -> Result<usize, StoreError> {
-        Ok(self.sorted_keys().await?.len())
+        let counted = self.inner.backend.sees_every_change();
+        if let Some(n) = self.lock_count().known().filter(|_| counted) {
+            return Ok(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        let store = self.clone();
+        // On its own task: a listing abandoned half-way would leave the count seeding forever.
+        let n = detached(async move {
+            let _one_at_a_time = store.inner.count_listing.lock().await;
+            if let Some(n) = store.lock_count().known().filter(|_| counted) {
+                return Ok(n);
+            }
+            store.lock_count().begin_listing();
+            match store.sorted_keys().await {
+                Ok(keys) => Ok(store.lock_count().end_listing(&keys)),
+                Err(e) => {
+                    store.lock_count().abort_listing();
+                    Err(e)
+                }
+            }
+        })
+        .await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     async fn sorted_keys(&self) -> Result<Vec<String>, StoreError> {

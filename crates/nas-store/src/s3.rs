@@ -210,6 +210,11 @@ impl Backend for S3Backend {
         "s3"
     }
 
+    /// Instances share a bucket without telling each other (no change channel).
+    fn sees_every_change(&self) -> bool {
+        false
+    }
+
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
         let path = self.path(ns, key);
         self.bounded(async {
