@@ -6,7 +6,10 @@
 //! the ETag is the version. There is no change channel: other instances see a change when their
 //! cache entry's TTL ends, or at once when NATS notifications are configured. Every call is
 //! bounded as a whole by [`S3Options::timeout`] (retry included; connecting at most 500 ms), so a
-//! miss answers within nats-server's 1.9 s fetch timeout even when the server hangs.
+//! miss answers within nats-server's 1.9 s fetch timeout even when the server hangs. A listing
+//! is not one call: it is fetched a page (1,000 keys) at a time as its consumer pulls, and
+//! each page is bounded by that timeout on its own, so a bucket of any size lists (and packs)
+//! without holding every key and without a budget for the whole listing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +50,11 @@ pub struct S3Options {
     /// nats-server's 1.9 s fetch timeout.
     pub timeout: Duration,
 }
+
+/// GETs a pack or a hash scan keeps in flight on S3 (each one HTTP request of one object):
+/// a round trip to S3 costs milliseconds where a local read costs microseconds, so more reads
+/// overlap than the default; each holds one small object and one pooled connection.
+pub const S3_READ_CONCURRENCY: usize = 16;
 
 /// The S3 backend.
 pub struct S3Backend {
@@ -208,6 +216,16 @@ fn etag_version(e_tag: Option<String>) -> Version {
 impl Backend for S3Backend {
     fn kind(&self) -> &'static str {
         "s3"
+    }
+
+    /// ListObjectsV2 answers in ascending UTF-8 byte order, and every key of a namespace has
+    /// the same prefix and suffix, so the listing is in key order.
+    fn lists_sorted(&self) -> bool {
+        true
+    }
+
+    fn read_concurrency(&self) -> usize {
+        S3_READ_CONCURRENCY
     }
 
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {

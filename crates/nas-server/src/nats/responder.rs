@@ -334,21 +334,27 @@ impl Responder {
             self.reply(msg, Bytes::new()).await;
             return;
         }
-        match self.cache.verified_pack(None).await {
-            Ok(entries) => {
-                self.count("pack", "sent");
-                for (key, jwt) in entries {
+        // One message per entry, each published before the next entry is pulled: a slow
+        // connection (async-nats' bounded send queue) holds the store reads, not a buffer.
+        let mut entries = self.cache.verified_pack_stream(None);
+        while let Some(entry) = entries.next().await {
+            match entry {
+                Ok((key, jwt)) => {
                     let line = crate::pack::encode_line(&key, &jwt);
                     self.reply(msg, Bytes::from(line)).await;
                 }
-                self.reply(msg, Bytes::new()).await;
-            }
-            // No end marker: the requester times out rather than believing an empty store.
-            Err(e) => {
-                self.count("pack", "error");
-                tracing::warn!("PACK: {e}");
+                // No end marker, even after some lines: the requester times out rather than
+                // believing it has the whole store (the lines it got are merged by the
+                // accept rule, so they are harmless).
+                Err(e) => {
+                    self.count("pack", "error");
+                    tracing::warn!("PACK: {e}");
+                    return;
+                }
             }
         }
+        self.count("pack", "sent");
+        self.reply(msg, Bytes::new()).await;
     }
 
     /// Asks the full resolvers for what they hold and merges every line through accept.
