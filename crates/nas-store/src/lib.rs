@@ -1325,7 +1325,8 @@ impl Store {
 
     /// Every stored, unexpired, non-empty account as `(key, bytes)`, sorted by key, at most
     /// `max`. Expired JWTs are left out, never deleted. Each entry is one consistent read; the
-    /// whole is not a snapshot (writes during the call may or may not show). Collects
+    /// whole is not a snapshot (writes during the call may or may not show). Must be called
+    /// within a tokio runtime. Collects
     /// [`Store::pack_stream`]; serving paths stream it instead.
     pub async fn pack(&self, max: Option<usize>) -> Result<Vec<(String, Bytes)>, StoreError> {
         self.pack_where(max, |_, _| true).await
@@ -1373,13 +1374,20 @@ impl Store {
                     Err(e) => futures::stream::iter([Err(e)]).boxed(),
                 }
             });
+        // Each read runs on its own task: a consumer that stops pulling for a while (a slow
+        // client) leaves the reads in flight finished and waiting, instead of frozen mid-call
+        // until their timeout passes (an S3 GET bounded by `timeout` would then fail).
         let reads = keys
             .map(move |key| {
                 let backend = backend.clone();
-                async move {
+                let read = tokio::spawn(async move {
                     let key = key?;
                     let got = backend.get(Namespace::Accounts, &key).await?;
                     Ok(got.map(|(bytes, _)| (key, bytes)))
+                });
+                async move {
+                    read.await
+                        .unwrap_or_else(|e| Err(StoreError::io("pack read failed", e)))
                 }
             })
             .buffered(concurrency)
