@@ -402,17 +402,22 @@ impl Responder {
         if msg.reply.is_none() {
             return;
         }
-        match self.cache.verified_pack(None).await {
-            Ok(entries) => {
-                let keys: Vec<String> = entries.into_iter().map(|(k, _)| k).collect();
-                self.count("list", "ok");
-                self.reply_json(msg, json!({"data": keys})).await;
-            }
-            Err(e) => {
-                self.count("list", "error");
-                tracing::warn!("LIST: {e}");
+        // Only the keys are kept as the pack streams by: the reply is one JSON message, but
+        // the JWTs never pile up beside it.
+        let mut entries = self.cache.verified_pack_stream(None);
+        let mut keys = Vec::new();
+        while let Some(entry) = entries.next().await {
+            match entry {
+                Ok((key, _)) => keys.push(key),
+                Err(e) => {
+                    self.count("list", "error");
+                    tracing::warn!("LIST: {e}");
+                    return;
+                }
             }
         }
+        self.count("list", "ok");
+        self.reply_json(msg, json!({"data": keys})).await;
     }
 
     /// DELETE: an operator-signed generic JWT listing accounts, with nats-server's checks and
