@@ -11,6 +11,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use futures::StreamExt;
 use nas_store::{Store, StoreError};
 
 use crate::accept::{AcceptError, Accepter, WritePath};
@@ -491,12 +492,31 @@ async fn get_pack(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
         return HttpResponse::Ok().content_type("text/plain").finish();
     }
     let max = usize::try_from(max).ok();
-    match state.cache.verified_pack(max).await {
-        Ok(entries) => HttpResponse::Ok()
-            .content_type("text/plain")
-            .body(crate::pack::encode_lines(&entries)),
-        Err(e @ StoreError::Unavailable(_)) => store_unavailable(&e),
-        Err(e) => {
+    let mut entries = state.cache.verified_pack_stream(max).peekable();
+    // A store that fails before the first entry still gets its status; after it, the headers
+    // are sent and a failure can only cut the body short.
+    if let Some(Err(e)) = std::pin::Pin::new(&mut entries).peek().await {
+        return pack_failed(e);
+    }
+    let body = crate::pack::encode_body(entries).map(|chunk| {
+        chunk.map_err(|e| {
+            tracing::error!("pack failed after its first entries; the body is cut short: {e}");
+            actix_web::error::ErrorServiceUnavailable("pack cut short")
+        })
+    });
+    // Chunked and pulled by actix as the client reads: a slow client holds the store reads
+    // instead of a buffer of the whole store. On an error the connection is closed without the
+    // last chunk, so the client sees a broken body, never a short pack that looks complete.
+    HttpResponse::Ok()
+        .content_type("text/plain")
+        .streaming(body)
+}
+
+/// The answer to a pack that failed before its first entry.
+fn pack_failed(e: &StoreError) -> HttpResponse {
+    match e {
+        StoreError::Unavailable(_) => store_unavailable(e),
+        e => {
             tracing::error!("pack failed: {e}");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "error packing JWTs")
         }

@@ -105,6 +105,14 @@ impl Backend for Instrumented {
         self.inner.read_only()
     }
 
+    fn lists_sorted(&self) -> bool {
+        self.inner.lists_sorted()
+    }
+
+    fn read_concurrency(&self) -> usize {
+        self.inner.read_concurrency()
+    }
+
     async fn shared_pack_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
         self.inner.shared_pack_hash().await
     }

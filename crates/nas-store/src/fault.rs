@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -110,6 +111,9 @@ struct Rule {
 pub struct FaultBackend {
     inner: Arc<dyn Backend>,
     rules: Mutex<Vec<Rule>>,
+    /// `get`s that have started (reached the decorator), to show how far a streaming reader
+    /// has read ahead of its consumer.
+    gets_started: AtomicUsize,
 }
 
 impl FaultBackend {
@@ -118,7 +122,13 @@ impl FaultBackend {
         Arc::new(FaultBackend {
             inner,
             rules: Mutex::new(Vec::new()),
+            gets_started: AtomicUsize::new(0),
         })
+    }
+
+    /// How many `get`s have started so far (before any rule applies to them).
+    pub fn gets_started(&self) -> usize {
+        self.gets_started.load(Ordering::SeqCst)
     }
 
     fn add(&self, op: Op, point: Point, key: Option<&str>, action: Action, times: usize) {
@@ -187,6 +197,7 @@ impl Backend for FaultBackend {
     }
 
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        self.gets_started.fetch_add(1, Ordering::SeqCst);
         self.at(Op::Get, Point::Before, Some(key)).await?;
         let got = self.inner.get(ns, key).await?;
         self.at(Op::Get, Point::After, Some(key)).await?;
@@ -235,6 +246,14 @@ impl Backend for FaultBackend {
 
     fn read_only(&self) -> bool {
         self.inner.read_only()
+    }
+
+    fn lists_sorted(&self) -> bool {
+        self.inner.lists_sorted()
+    }
+
+    fn read_concurrency(&self) -> usize {
+        self.inner.read_concurrency()
     }
 
     fn external_changes(&self) -> Option<broadcast::Receiver<String>> {

@@ -290,6 +290,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError>;
     /// Whether the backend is reachable and usable.
     async fn health(&self) -> Result<(), StoreError>;
+    /// Whether [`Backend::list`] yields keys in ascending byte order (S3 does), so a pack can
+    /// consume the listing as it comes instead of collecting and sorting every key first.
+    fn lists_sorted(&self) -> bool {
+        false
+    }
+    /// How many reads a pack or a hash scan keeps in flight: enough to hide the latency of a
+    /// remote backend, few enough to leave the blocking pool (dir) or the connection pool free
+    /// for requests. Default [`READ_CONCURRENCY`] (8).
+    fn read_concurrency(&self) -> usize {
+        READ_CONCURRENCY
+    }
     /// Whether writes are refused.
     fn read_only(&self) -> bool {
         false
@@ -499,9 +510,9 @@ enum ScanState {
 /// and the event order always follow the order of the writes (two writers of one key could
 /// otherwise update the hash in the opposite order of their writes).
 const KEY_LOCKS: usize = 64;
-/// Reads in flight during scans and packs: enough to hide latency of remote backends, few
-/// enough to leave the blocking pool free for requests.
-const READ_CONCURRENCY: usize = 8;
+/// Reads in flight during scans and packs by default ([`Backend::read_concurrency`]): enough
+/// to hide latency of remote backends, few enough to leave the blocking pool free for requests.
+pub const READ_CONCURRENCY: usize = 8;
 /// Buckets of per-key generations: a key's generation is the sequence number of the latest
 /// change of any key in its bucket, so memory stays fixed however many keys change.
 const GENERATION_BUCKETS: usize = 4096;
@@ -678,6 +689,30 @@ fn refusal(offered: &Rank, stored: &[u8]) -> Option<PutOutcome> {
 /// The `iat` of stored bytes, 0 when they are not a JWT (then any dated token ranks above).
 fn iat_or_zero(bytes: &[u8]) -> i64 {
     TokenMeta::read(bytes).map_or(0, |m| m.iat)
+}
+
+/// Whether stored bytes belong in a pack at `now`: not empty, not expired (a value that is not
+/// a JWT is left to the verifier above, which refuses it).
+fn packable(bytes: &[u8], now: i64) -> bool {
+    !bytes.is_empty() && !TokenMeta::read(bytes).is_ok_and(|m| m.expired(now))
+}
+
+/// `stream` up to and including its first error: a consumer of a failed listing or read sees
+/// the error once, then the end, never entries after a gap.
+pub fn end_after_error<T: Send + 'static, E: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<T, E>> + Send + 'static,
+) -> BoxStream<'static, Result<T, E>> {
+    stream
+        .scan(false, |failed, item| {
+            let next = if *failed {
+                None
+            } else {
+                *failed = item.is_err();
+                Some(item)
+            };
+            futures::future::ready(next)
+        })
+        .boxed()
 }
 
 /// The generation bucket of a key.
@@ -874,7 +909,7 @@ impl Store {
                     (key, got)
                 }
             })
-            .buffer_unordered(READ_CONCURRENCY);
+            .buffer_unordered(self.inner.backend.read_concurrency().max(1));
         let mut digests = HashMap::new();
         while let Some((key, got)) = reads.next().await {
             match got {
@@ -1359,7 +1394,9 @@ impl Store {
 
     /// Every stored, unexpired, non-empty account as `(key, bytes)`, sorted by key, at most
     /// `max`. Expired JWTs are left out, never deleted. Each entry is one consistent read; the
-    /// whole is not a snapshot (writes during the call may or may not show).
+    /// whole is not a snapshot (writes during the call may or may not show). Must be called
+    /// within a tokio runtime. Collects
+    /// [`Store::pack_stream`]; serving paths stream it instead.
     pub async fn pack(&self, max: Option<usize>) -> Result<Vec<(String, Bytes)>, StoreError> {
         self.pack_where(max, |_, _| true).await
     }
@@ -1371,35 +1408,93 @@ impl Store {
         max: Option<usize>,
         keep: impl Fn(&str, &[u8]) -> bool,
     ) -> Result<Vec<(String, Bytes)>, StoreError> {
-        let now = now();
-        let backend = self.inner.backend.clone();
-        let keys = self.sorted_keys().await?;
-        let mut reads = futures::stream::iter(keys)
-            .map(|key| {
-                let backend = backend.clone();
-                async move {
-                    let got = backend.get(Namespace::Accounts, &key).await;
-                    (key, got)
-                }
-            })
-            .buffered(READ_CONCURRENCY);
+        let mut entries = self.pack_stream();
         let limit = max.unwrap_or(usize::MAX);
         let mut out = Vec::new();
         while out.len() < limit {
-            let Some((key, got)) = reads.next().await else {
+            let Some(entry) = entries.next().await else {
                 break;
             };
-            let Some((bytes, _)) = got? else {
-                continue;
-            };
-            if bytes.is_empty() || TokenMeta::read(&bytes).is_ok_and(|m| m.expired(now)) {
-                continue;
-            }
+            let (key, bytes) = entry?;
             if keep(&key, &bytes) {
                 out.push((key, bytes));
             }
         }
         Ok(out)
+    }
+
+    /// Every stored, unexpired, non-empty account as `(key, bytes)`, in key order, as a stream
+    /// pulled by its consumer: keys are listed and values read only as the consumer asks for
+    /// more, with at most [`Backend::read_concurrency`] reads in flight (and the entries they
+    /// return) however large the store — a slow consumer holds the reads, not a buffer of the
+    /// store. The key listing is consumed as a stream too when the backend lists in key order
+    /// ([`Backend::lists_sorted`]); otherwise the keys (about 100 bytes each) are collected and
+    /// sorted first, the one part that grows with the store. The stream ends after its first
+    /// error (listing or reading), so a consumer never mistakes a failure for the end.
+    pub fn pack_stream(&self) -> BoxStream<'static, Result<(String, Bytes), StoreError>> {
+        let now = now();
+        let store = self.clone();
+        let backend = self.inner.backend.clone();
+        let concurrency = backend.read_concurrency().max(1);
+        let keys =
+            futures::stream::once(async move { store.account_keys().await }).flat_map(|listed| {
+                match listed {
+                    Ok(keys) => keys,
+                    Err(e) => futures::stream::iter([Err(e)]).boxed(),
+                }
+            });
+        // Each read runs on its own task: a consumer that stops pulling for a while (a slow
+        // client) leaves the reads in flight finished and waiting, instead of frozen mid-call
+        // until their timeout passes (an S3 GET bounded by `timeout` would then fail).
+        let reads = keys
+            .map(move |key| {
+                let backend = backend.clone();
+                let read = tokio::spawn(async move {
+                    let key = key?;
+                    let got = backend.get(Namespace::Accounts, &key).await?;
+                    Ok(got.map(|(bytes, _)| (key, bytes)))
+                });
+                async move {
+                    read.await
+                        .unwrap_or_else(|e| Err(StoreError::io("pack read failed", e)))
+                }
+            })
+            .buffered(concurrency)
+            .filter_map(move |read: Result<Option<(String, Bytes)>, StoreError>| {
+                futures::future::ready(match read {
+                    Ok(Some((key, bytes))) if packable(&bytes, now) => Some(Ok((key, bytes))),
+                    Ok(_) => None, // deleted since listed, empty or expired
+                    Err(e) => Some(Err(e)),
+                })
+            });
+        end_after_error(reads)
+    }
+
+    /// The account keys in key order, each once, skipping names that are not account keys:
+    /// the backend's listing as it comes when it lists in order, else collected and sorted.
+    async fn account_keys(
+        &self,
+    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
+        if !self.inner.backend.lists_sorted() {
+            let keys = self.sorted_keys().await?;
+            return Ok(futures::stream::iter(keys.into_iter().map(Ok)).boxed());
+        }
+        let listed = self.inner.backend.list(Namespace::Accounts).await?;
+        let mut last: Option<String> = None;
+        let keys = listed.filter_map(move |key| {
+            let item = match key {
+                // A backend over foreign files may hold names that are not account keys; a
+                // key listed twice in a row (a page boundary seen twice) is sent once.
+                Ok(key) if check_account_key(&key).is_err() || last.as_ref() == Some(&key) => None,
+                Ok(key) => {
+                    last = Some(key.clone());
+                    Some(Ok(key))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(item)
+        });
+        Ok(keys.boxed())
     }
 
     /// Keys of the stored, unexpired accounts, sorted.

@@ -6,7 +6,10 @@
 //! the ETag is the version. There is no change channel: other instances see a change when their
 //! cache entry's TTL ends, or at once when NATS notifications are configured. Every call is
 //! bounded as a whole by [`S3Options::timeout`] (retry included; connecting at most 500 ms), so a
-//! miss answers within nats-server's 1.9 s fetch timeout even when the server hangs.
+//! miss answers within nats-server's 1.9 s fetch timeout even when the server hangs. A listing
+//! is not one call: it is fetched a page (1,000 keys) at a time as its consumer pulls, and
+//! each page is bounded on its own by [`LIST_PAGE_TIMEOUTS`] × that timeout, so a bucket of any size lists (and packs)
+//! without holding every key and without a budget for the whole listing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,12 +51,27 @@ pub struct S3Options {
     pub timeout: Duration,
 }
 
+/// GETs a pack or a hash scan keeps in flight on S3 (each one HTTP request of one object):
+/// a round trip to S3 costs milliseconds where a local read costs microseconds, so more reads
+/// overlap than the default; each holds one small object and one pooled connection.
+pub const S3_READ_CONCURRENCY: usize = 16;
+
+/// Each list page is bounded by this many times [`S3Options::timeout`] (4 s at the default
+/// 800 ms), on its own: a listing of any length is never cut for its total time.
+pub const LIST_PAGE_TIMEOUTS: u32 = 5;
+
 /// The S3 backend.
 pub struct S3Backend {
     store: Arc<dyn ObjectStore>,
+    /// The same bucket through a client whose requests may take [`LIST_PAGE_TIMEOUTS`] times
+    /// longer: one list page is up to 1,000 keys, which a server takes longer to answer than
+    /// one object (moto: 0.2–0.6 s for a page of a 20k-object bucket).
+    list_store: Arc<dyn ObjectStore>,
     options: S3Options,
     /// The effective bound of every call.
     timeout: Duration,
+    /// The bound of each list page.
+    page_timeout: Duration,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -83,56 +101,13 @@ impl S3Backend {
         } else {
             options.timeout
         };
-        // Credentials given in the config win; otherwise the standard AWS_* variables apply.
-        let base = if options.access_key_id.is_some() {
-            AmazonS3Builder::new()
-        } else {
-            AmazonS3Builder::from_env()
-        };
-        let mut builder = base
-            .with_bucket_name(&options.bucket)
-            .with_virtual_hosted_style_request(!options.path_style)
-            .with_conditional_put(S3ConditionalPut::ETagMatch)
-            // allow_http lives in the client options, which this call replaces as a whole.
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(options.allow_http)
-                    .with_timeout(timeout)
-                    // An unreachable host must leave time for the retry within the bound.
-                    .with_connect_timeout(timeout.min(Duration::from_millis(500))),
-            )
-            // One quick retry (a reset connection, an S3 503 SlowDown) when the bound leaves
-            // time for it; `bounded` cuts off whatever is still running at the bound.
-            .with_retry(RetryConfig {
-                max_retries: 1,
-                retry_timeout: timeout,
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(50),
-                    max_backoff: Duration::from_millis(200),
-                    base: 2.0,
-                },
-            });
-        if let Some(region) = &options.region {
-            builder = builder.with_region(region);
-        }
-        if let Some(endpoint) = &options.endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        if let Some(id) = &options.access_key_id {
-            builder = builder.with_access_key_id(id);
-        }
-        if let Some(secret) = &options.secret_access_key {
-            builder = builder.with_secret_access_key(secret);
-        }
-        let store: Arc<dyn ObjectStore> = Arc::new(
-            builder
-                .build()
-                .map_err(|e| StoreError::Config(crate::Cause::of("s3 configuration", e)))?,
-        );
+        let page_timeout = timeout * LIST_PAGE_TIMEOUTS;
         let backend = S3Backend {
-            store,
+            store: client(&options, timeout)?,
+            list_store: client(&options, page_timeout)?,
             options,
             timeout,
+            page_timeout,
         };
         backend.bounded(backend.check_bucket()).await?;
         Ok(backend)
@@ -184,6 +159,55 @@ impl S3Backend {
     }
 }
 
+/// An S3 client whose every call (retry included) is bounded by `timeout`.
+fn client(options: &S3Options, timeout: Duration) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    // Credentials given in the config win; otherwise the standard AWS_* variables apply.
+    let base = if options.access_key_id.is_some() {
+        AmazonS3Builder::new()
+    } else {
+        AmazonS3Builder::from_env()
+    };
+    let mut builder = base
+        .with_bucket_name(&options.bucket)
+        .with_virtual_hosted_style_request(!options.path_style)
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        // allow_http lives in the client options, which this call replaces as a whole.
+        .with_client_options(
+            ClientOptions::new()
+                .with_allow_http(options.allow_http)
+                .with_timeout(timeout)
+                // An unreachable host must leave time for the retry within the bound.
+                .with_connect_timeout(timeout.min(Duration::from_millis(500))),
+        )
+        // One quick retry (a reset connection, an S3 503 SlowDown) when the bound leaves
+        // time for it; `bounded` cuts off whatever is still running at the bound.
+        .with_retry(RetryConfig {
+            max_retries: 1,
+            retry_timeout: timeout,
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                base: 2.0,
+            },
+        });
+    if let Some(region) = &options.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(endpoint) = &options.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(id) = &options.access_key_id {
+        builder = builder.with_access_key_id(id);
+    }
+    if let Some(secret) = &options.secret_access_key {
+        builder = builder.with_secret_access_key(secret);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| StoreError::Config(crate::Cause::of("s3 configuration", e)))?;
+    Ok(Arc::new(store))
+}
+
 /// Runs `fut` for at most `limit`; a hung server becomes [`StoreError::Unavailable`].
 async fn bounded<T>(
     limit: Duration,
@@ -213,6 +237,16 @@ impl Backend for S3Backend {
     /// Instances share a bucket without telling each other (no change channel).
     fn sees_every_change(&self) -> bool {
         false
+    }
+
+    /// ListObjectsV2 answers in ascending UTF-8 byte order, and every key of a namespace has
+    /// the same prefix and suffix, so the listing is in key order.
+    fn lists_sorted(&self) -> bool {
+        true
+    }
+
+    fn read_concurrency(&self) -> usize {
+        S3_READ_CONCURRENCY
     }
 
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
@@ -314,9 +348,9 @@ impl Backend for S3Backend {
         ns: Namespace,
     ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
         let prefix = ObjectPath::from(self.dir(ns));
-        let mut objects = self.store.list(Some(&prefix)).peekable();
+        let mut objects = self.list_store.list(Some(&prefix)).peekable();
         // The first page is awaited here so an unreachable server fails the call itself.
-        let limit = self.timeout;
+        let limit = self.page_timeout;
         bounded(limit, async {
             if let Some(Err(_)) = std::pin::Pin::new(&mut objects).peek().await {
                 if let Some(Err(e)) = objects.next().await {

@@ -334,21 +334,27 @@ impl Responder {
             self.reply(msg, Bytes::new()).await;
             return;
         }
-        match self.cache.verified_pack(None).await {
-            Ok(entries) => {
-                self.count("pack", "sent");
-                for (key, jwt) in entries {
+        // One message per entry, each published before the next entry is pulled: a slow
+        // connection (async-nats' bounded send queue) holds the store reads, not a buffer.
+        let mut entries = self.cache.verified_pack_stream(None);
+        while let Some(entry) = entries.next().await {
+            match entry {
+                Ok((key, jwt)) => {
                     let line = crate::pack::encode_line(&key, &jwt);
                     self.reply(msg, Bytes::from(line)).await;
                 }
-                self.reply(msg, Bytes::new()).await;
-            }
-            // No end marker: the requester times out rather than believing an empty store.
-            Err(e) => {
-                self.count("pack", "error");
-                tracing::warn!("PACK: {e}");
+                // No end marker, even after some lines: the requester times out rather than
+                // believing it has the whole store (the lines it got are merged by the
+                // accept rule, so they are harmless).
+                Err(e) => {
+                    self.count("pack", "error");
+                    tracing::warn!("PACK: {e}");
+                    return;
+                }
             }
         }
+        self.count("pack", "sent");
+        self.reply(msg, Bytes::new()).await;
     }
 
     /// Asks the full resolvers for what they hold and merges every line through accept.
@@ -396,17 +402,22 @@ impl Responder {
         if msg.reply.is_none() {
             return;
         }
-        match self.cache.verified_pack(None).await {
-            Ok(entries) => {
-                let keys: Vec<String> = entries.into_iter().map(|(k, _)| k).collect();
-                self.count("list", "ok");
-                self.reply_json(msg, json!({"data": keys})).await;
-            }
-            Err(e) => {
-                self.count("list", "error");
-                tracing::warn!("LIST: {e}");
+        // Only the keys are kept as the pack streams by: the reply is one JSON message, but
+        // the JWTs never pile up beside it.
+        let mut entries = self.cache.verified_pack_stream(None);
+        let mut keys = Vec::new();
+        while let Some(entry) = entries.next().await {
+            match entry {
+                Ok((key, _)) => keys.push(key),
+                Err(e) => {
+                    self.count("list", "error");
+                    tracing::warn!("LIST: {e}");
+                    return;
+                }
             }
         }
+        self.count("list", "ok");
+        self.reply_json(msg, json!({"data": keys})).await;
     }
 
     /// DELETE: an operator-signed generic JWT listing accounts, with nats-server's checks and
