@@ -131,6 +131,13 @@ async fn expired_jwts_are_purged_only_when_configured_audited_and_counted() {
             200
         );
 
+        // The count is kept only once someone reads the metrics.
+        assert_eq!(
+            server.metrics.accounts_stored.get(),
+            -1,
+            "not counted unread"
+        );
+        server.metrics.render();
         // Event-driven: the round that counts two accounts (or one, after the purge).
         let want = if delete_expired { 1 } else { 2 };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nas_jwt::{KeyRole, SigningKey};
-use nas_server::cache::{PACK_VERIFY_BATCH, PACK_VERIFY_PARALLEL};
+use nas_server::cache::PACK_ENTRIES_IN_FLIGHT;
 use nas_server::config::{Config, DirStore, StoreConfig};
 use nas_server::pack::BODY_CHUNK_ENTRIES;
 use nas_server::server::Server;
@@ -229,7 +229,7 @@ async fn a_slow_reader_holds_the_store_reads_not_a_buffer_of_the_store() {
         .parse()
         .unwrap();
     let buffered_bytes = send_buffer + 2 * RECEIVE_BUFFER as usize + 64 * 1024;
-    let in_flight = READ_CONCURRENCY + PACK_VERIFY_BATCH * (PACK_VERIFY_PARALLEL + 1);
+    let in_flight = READ_CONCURRENCY + PACK_ENTRIES_IN_FLIGHT;
     let slack = buffered_bytes / line + BODY_CHUNK_ENTRIES + in_flight;
     assert!(
         slack * 2 < ACCOUNTS,

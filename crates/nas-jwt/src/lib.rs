@@ -25,5 +25,6 @@ pub use encode::{encode, unix_now, EncodeError};
 pub use jwt::{decode, decode_generic, AnyClaims, ClaimKind, Jwt, JwtError, MAX_TOKEN_BYTES};
 pub use nkey::{is_valid_public_key, KeyRole, NkeyError, PublicKey, SigningKey};
 pub use trust::{
-    check_time, decode_account_for, OperatorError, OperatorTrust, VerifiedAccount, VerifyError,
+    check_time, decode_account_for, decode_accounts_for, OperatorError, OperatorTrust,
+    VerifiedAccount, VerifyError,
 };

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::jwt::{decode, decode_with_keys, JwtError};
+use crate::jwt::{decode, decode_many_with_keys, decode_with_keys, JwtError};
 use crate::nkey::{KeyRole, NkeyError, PublicKey};
 
 /// The operator as configured: identity key, signing keys, strict mode, system account.
@@ -249,7 +249,31 @@ impl OperatorTrust {
         expected_key: Option<&str>,
     ) -> Result<VerifiedAccount, VerifyError> {
         let keys = |iss: &str| self.keys.get(iss).copied();
-        let verified = account_from(decode_with_keys(token, &keys)?, expected_key)?;
+        self.trusted_untimed(decode_with_keys(token, &keys), expected_key)
+    }
+
+    /// [`verify_account_untimed`](Self::verify_account_untimed) of many `(token, key)` pairs,
+    /// each result what a call for that pair alone gives; the signatures are checked as one
+    /// batch ([`decode_many_with_keys`]), several times cheaper per token than one by one.
+    pub fn verify_accounts_untimed(
+        &self,
+        items: &[(&[u8], &str)],
+    ) -> Vec<Result<VerifiedAccount, VerifyError>> {
+        let keys = |iss: &str| self.keys.get(iss).copied();
+        let tokens: Vec<&[u8]> = items.iter().map(|(token, _)| *token).collect();
+        decode_many_with_keys(&tokens, &keys)
+            .into_iter()
+            .zip(items)
+            .map(|(jwt, (_, key))| self.trusted_untimed(jwt, Some(key)))
+            .collect()
+    }
+
+    fn trusted_untimed(
+        &self,
+        jwt: Result<crate::Jwt, JwtError>,
+        expected_key: Option<&str>,
+    ) -> Result<VerifiedAccount, VerifyError> {
+        let verified = account_from(jwt?, expected_key)?;
         self.check_account_claims(&verified.claims, None)?;
         Ok(verified)
     }
@@ -296,6 +320,16 @@ pub fn decode_account_for(
     expected_key: Option<&str>,
 ) -> Result<VerifiedAccount, VerifyError> {
     account_from(decode(token)?, expected_key)
+}
+
+/// [`decode_account_for`] of many `(token, key)` pairs, signatures checked as one batch.
+pub fn decode_accounts_for(items: &[(&[u8], &str)]) -> Vec<Result<VerifiedAccount, VerifyError>> {
+    let tokens: Vec<&[u8]> = items.iter().map(|(token, _)| *token).collect();
+    decode_many_with_keys(&tokens, &|_| None)
+        .into_iter()
+        .zip(items)
+        .map(|(jwt, (_, key))| account_from(jwt?, Some(key)))
+        .collect()
 }
 
 fn account_from(

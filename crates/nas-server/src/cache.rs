@@ -174,11 +174,24 @@ fn entry_weight(bytes: u64, max_entries: u64, max_bytes: u64) -> u32 {
     u32::try_from(share.max(1)).unwrap_or(u32::MAX)
 }
 
-/// Pack entries verified together on one blocking thread: a hand-off costs a few µs beside
-/// the ~40 µs signature check of each entry, and a batch of JWTs is some 50 KiB.
+/// Pack entries verified together, as one signature batch, on one blocking thread: a batch
+/// that shares the operator's key costs ~1/4 of checking each alone, gaining little beyond
+/// 64 (measured: BENCHMARKS.md), and a batch of JWTs is some 50 KiB.
 pub const PACK_VERIFY_BATCH: usize = 64;
 /// Pack batches verified at the same time: one per core of the 2-core instances we size for.
 pub const PACK_VERIFY_PARALLEL: usize = 2;
+/// Pack entries read and held at most besides the store's own read concurrency, however large
+/// the store ([`VerifiedCache::verified_pack_stream`]): batches being verified, those queued
+/// for the consumer, the one being sent and the one being gathered.
+pub const PACK_ENTRIES_IN_FLIGHT: usize = PACK_VERIFY_BATCH * (2 * PACK_VERIFY_PARALLEL + 2);
+
+/// The `(token, key)` a pack must still verify: a read entry not `known` as verified.
+fn to_check(entry: &Result<(String, Bytes), StoreError>, known: bool) -> Option<(&[u8], &str)> {
+    match entry {
+        Ok((key, bytes)) if !known => Some((&bytes[..], key.as_str())),
+        _ => None,
+    }
+}
 
 /// After a failed load, further requests for the key answer with that failure for this long
 /// instead of queueing one store timeout each behind it.
@@ -238,6 +251,9 @@ pub struct VerifiedCache {
     ttl: Option<Duration>,
     max_stale: Duration,
     inflight: Arc<Mutex<HashMap<String, SharedLoad>>>,
+    /// The runtime the cache was made on (the server's multi-threaded one): packs read and
+    /// verify there, on every core, whichever thread consumes them.
+    runtime: tokio::runtime::Handle,
 }
 
 /// A load in flight, awaited by every request that missed the key meanwhile.
@@ -276,6 +292,7 @@ impl VerifiedCache {
             ttl: options.ttl,
             max_stale: options.max_stale,
             inflight: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
         };
         this.spawn_invalidation();
         this
@@ -534,29 +551,42 @@ impl VerifiedCache {
 
     /// [`VerifiedCache::verified_pack`] as a stream pulled by its consumer (an HTTP body, NATS
     /// publishes), at most `max` entries, in key order, ending after its first error. Entries
-    /// are read ([`Store::pack_stream`]), then verified in batches of [`PACK_VERIFY_BATCH`] on
-    /// the blocking pool, [`PACK_VERIFY_PARALLEL`] batches at a time, so the checks use every
-    /// core and stay off the I/O threads. Entries in flight at most: the store's read
-    /// concurrency, plus `PACK_VERIFY_BATCH × (PACK_VERIFY_PARALLEL + 1)` (batches being
-    /// verified and the one being gathered) — about 200 JWTs by default, whatever the store
-    /// size. An entry whose identical bytes are in the cache as verified is not checked again.
+    /// are read ([`Store::pack_stream`]) on the cache's runtime, then verified in batches of
+    /// [`PACK_VERIFY_BATCH`] on the blocking pool, [`PACK_VERIFY_PARALLEL`] batches at a time,
+    /// so reads and checks use every core and stay off the I/O threads. Entries in flight at
+    /// most: the store's read concurrency plus [`PACK_ENTRIES_IN_FLIGHT`] (384), whatever the
+    /// store size. An entry whose identical bytes are in the cache as verified is not checked again.
     pub fn verified_pack_stream(
         &self,
         max: Option<usize>,
     ) -> BoxStream<'static, Result<(String, Bytes), StoreError>> {
+        let (batches, received) = tokio::sync::mpsc::channel(PACK_VERIFY_PARALLEL);
         let this = self.clone();
-        let verified = self
-            .store
-            .pack_stream()
-            .ready_chunks(PACK_VERIFY_BATCH)
-            .map(move |batch| {
-                let this = this.clone();
-                async move { this.keep_verified(batch).await }
-            })
-            .buffered(PACK_VERIFY_PARALLEL)
-            .flat_map(futures::stream::iter)
-            .take(max.unwrap_or(usize::MAX));
-        nas_store::end_after_error(verified)
+        // The producer runs on the cache's runtime, so a consumer on a single-threaded one (an
+        // HTTP worker) does not serialize the reads; it stops when the consumer hangs up.
+        self.runtime.spawn(async move {
+            let mut verified = this
+                .store
+                .pack_stream()
+                .ready_chunks(PACK_VERIFY_BATCH)
+                .map(|batch| {
+                    let this = this.clone();
+                    async move { this.keep_verified(batch).await }
+                })
+                .buffered(PACK_VERIFY_PARALLEL);
+            while let Some(batch) = verified.next().await {
+                if batches.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let entries = futures::stream::unfold(received, |mut received| async move {
+            let batch = received.recv().await?;
+            Some((futures::stream::iter(batch), received))
+        })
+        .flatten()
+        .take(max.unwrap_or(usize::MAX));
+        nas_store::end_after_error(entries)
     }
 
     /// The entries of `batch` that verify (errors kept in place), checked on a blocking thread;
@@ -573,19 +603,43 @@ impl VerifiedCache {
             });
         }
         let this = self.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            batch
-                .into_iter()
-                .zip(known)
-                .filter(|(entry, known)| match entry {
-                    Ok((key, bytes)) => *known || this.verifies_for_pack(key, bytes),
-                    Err(_) => true,
-                })
-                .map(|(entry, _)| entry)
-                .collect()
-        })
-        .await;
+        let checked = tokio::task::spawn_blocking(move || this.verified_only(batch, &known)).await;
         checked.unwrap_or_else(|e| vec![Err(StoreError::io("pack verification failed", e))])
+    }
+
+    /// `batch` without the entries that are neither `known` (verified before) nor verify now;
+    /// the others are checked together ([`VerifiedCache::verify_many`]), each refusal logged.
+    fn verified_only(
+        &self,
+        batch: Vec<Result<(String, Bytes), StoreError>>,
+        known: &[bool],
+    ) -> Vec<Result<(String, Bytes), StoreError>> {
+        let pairs: Vec<(&[u8], &str)> = batch
+            .iter()
+            .zip(known)
+            .filter_map(|(entry, known)| to_check(entry, *known))
+            .collect();
+        let mut verdicts = self.verify_many(&pairs).into_iter();
+        let keep: Vec<bool> = batch
+            .iter()
+            .zip(known)
+            .map(|(entry, known)| match to_check(entry, *known) {
+                None => true,
+                Some((_, key)) => match verdicts.next() {
+                    Some(Ok(_)) => true,
+                    Some(Err(reason)) => {
+                        tracing::warn!(account = key, %reason, "stored JWT fails verification; left out of the pack");
+                        false
+                    }
+                    None => false,
+                },
+            })
+            .collect();
+        batch
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(entry, keep)| keep.then_some(entry))
+            .collect()
     }
 
     /// Whether the cache holds `bytes` as the verified JWT of `key` (verification depends only
@@ -600,23 +654,23 @@ impl VerifiedCache {
         }
     }
 
-    /// Whether a stored entry may go into a pack; a refusal is logged.
-    fn verifies_for_pack(&self, key: &str, bytes: &[u8]) -> bool {
-        match self.verify(key, bytes) {
-            Ok(_) => true,
-            Err(reason) => {
-                tracing::warn!(account = key, %reason, "stored JWT fails verification; left out of the pack");
-                false
-            }
-        }
-    }
-
     /// Verification of a stored token: signature, subject, trust; not time (expired tokens are
     /// served, as the Go server does; `?check=true` filters them).
     fn verify(&self, key: &str, bytes: &[u8]) -> Result<VerifiedAccount, nas_jwt::VerifyError> {
         match &self.trust {
             Some(trust) => trust.verify_account_untimed(bytes, Some(key)),
             None => decode_account_for(bytes, Some(key)),
+        }
+    }
+
+    /// [`VerifiedCache::verify`] of many `(token, key)` pairs, signatures checked as one batch.
+    fn verify_many(
+        &self,
+        items: &[(&[u8], &str)],
+    ) -> Vec<Result<VerifiedAccount, nas_jwt::VerifyError>> {
+        match &self.trust {
+            Some(trust) => trust.verify_accounts_untimed(items),
+            None => nas_jwt::decode_accounts_for(items),
         }
     }
 

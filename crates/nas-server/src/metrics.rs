@@ -1,5 +1,7 @@
 //! Prometheus metrics (namespace `nas_`), one registry per server so tests can run side by side.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -37,8 +39,12 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// Store errors by backend and operation.
     pub store_errors: IntCounterVec,
-    /// Accounts in the store, counted every `store { cleanupinterval }`.
+    /// Accounts in the store: -1 until counted. Counting starts when `/metrics` is first
+    /// rendered (nothing proportional to the store runs for a gauge nobody reads), then follows
+    /// every `store { cleanupinterval }`.
     pub accounts_stored: IntGauge,
+    /// Set by the first [`Metrics::render`]; wakes the upkeep task to count the accounts.
+    count_wanted: CountWanted,
     /// Expired account JWTs deleted by the expiry purge (`store { deleteexpired }`).
     pub expired_purged: IntCounter,
     /// Audit records dropped because the writer was behind.
@@ -232,7 +238,16 @@ impl Metrics {
                 "Store operation errors",
                 &["backend", "op"],
             ),
-            accounts_stored: gauge(&registry, "accounts_stored", "Accounts in the store"),
+            accounts_stored: {
+                let g = gauge(
+                    &registry,
+                    "accounts_stored",
+                    "Accounts in the store (-1 until first counted)",
+                );
+                g.set(-1);
+                g
+            },
+            count_wanted: CountWanted::default(),
             expired_purged: counter(
                 &registry,
                 "expired_purged_total",
@@ -295,12 +310,43 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        self.count_wanted.ask();
         let mut out = Vec::new();
         // Encoding into a Vec only fails on invalid metric data, which the typed API prevents.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!("metrics encoding failed: {e}");
         }
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Metrics {
+    /// Whether anyone has read the metrics, so the account count is worth keeping.
+    pub fn count_wanted(&self) -> bool {
+        self.count_wanted.asked.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the metrics are first read (at once if they already were).
+    pub async fn count_first_wanted(&self) {
+        let notified = self.count_wanted.first.notified();
+        if !self.count_wanted() {
+            notified.await;
+        }
+    }
+}
+
+/// Whether the account count was asked for, and a wake-up for the first time it is.
+#[derive(Default)]
+struct CountWanted {
+    asked: AtomicBool,
+    first: tokio::sync::Notify,
+}
+
+impl CountWanted {
+    fn ask(&self) {
+        if !self.asked.swap(true, Ordering::Relaxed) {
+            self.first.notify_waiters();
+        }
     }
 }
 

@@ -346,14 +346,46 @@ pub struct TokenMeta {
     pub exp: i64,
 }
 
+/// The payload fields [`TokenMeta`] reads, each as whatever JSON it holds.
+#[derive(serde::Deserialize)]
+struct MetaFields {
+    #[serde(default)]
+    jti: serde_json::Value,
+    #[serde(default)]
+    iat: serde_json::Value,
+    #[serde(default)]
+    exp: serde_json::Value,
+}
+
+impl From<MetaFields> for TokenMeta {
+    fn from(f: MetaFields) -> TokenMeta {
+        TokenMeta {
+            jti: f.jti.as_str().unwrap_or_default().to_owned(),
+            iat: f.iat.as_i64().unwrap_or(0),
+            exp: f.exp.as_i64().unwrap_or(0),
+        }
+    }
+}
+
 impl TokenMeta {
     /// Reads the claims of stored bytes without verifying them (they were verified on write).
     /// Fails with [`StoreError::Corrupt`] (with an empty key) when the bytes are not a JWT.
     pub fn read(bytes: &[u8]) -> Result<TokenMeta, StoreError> {
-        let payload = nas_jwt::jwt::peek_payload(bytes).map_err(|e| StoreError::Corrupt {
+        let corrupt = |e: nas_jwt::JwtError| StoreError::Corrupt {
             key: String::new(),
             reason: e.to_string(),
-        })?;
+        };
+        let json = nas_jwt::jwt::payload_json(bytes).map_err(corrupt)?;
+        // The three fields alone, skipping the rest unparsed (a pack reads this for every
+        // entry). Anything this reading refuses, such as a repeated field, takes the full
+        // parse below, so the answer is always the full parse's. Only an object: serde would
+        // read a struct from an array too.
+        if json.first() == Some(&b'{') {
+            if let Ok(fields) = serde_json::from_slice::<MetaFields>(&json) {
+                return Ok(fields.into());
+            }
+        }
+        let payload = nas_jwt::jwt::peek_payload(bytes).map_err(corrupt)?;
         let text = |k: &str| {
             payload
                 .get(k)
@@ -1365,7 +1397,7 @@ impl Store {
                 return Ok(n);
             }
             store.lock_count().begin_listing();
-            match store.sorted_keys().await {
+            match store.unique_keys().await {
                 Ok(keys) => Ok(store.lock_count().end_listing(&keys)),
                 Err(e) => {
                     store.lock_count().abort_listing();
@@ -1377,18 +1409,24 @@ impl Store {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    async fn sorted_keys(&self) -> Result<Vec<String>, StoreError> {
+    /// The account keys, unordered (counting needs no order; sorting a million keys is most
+    /// of a listing's CPU).
+    async fn unique_keys(&self) -> Result<HashSet<String>, StoreError> {
         let mut stream = self.inner.backend.list(Namespace::Accounts).await?;
-        let mut keys = Vec::new();
+        let mut keys = HashSet::new();
         while let Some(key) = stream.next().await {
             let key = key?;
             // A backend over foreign files may hold names that are not account keys.
             if check_account_key(&key).is_ok() {
-                keys.push(key);
+                keys.insert(key);
             }
         }
-        keys.sort();
-        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn sorted_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> = self.unique_keys().await?.into_iter().collect();
+        keys.sort_unstable();
         Ok(keys)
     }
 
@@ -1698,6 +1736,42 @@ async fn forward_external(weak: Weak<Inner>, mut external: broadcast::Receiver<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unsigned token with `payload` (TokenMeta reads claims without verifying them).
+    fn token_with(payload: &str) -> Vec<u8> {
+        let b64 = data_encoding::BASE64URL_NOPAD;
+        let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+        format!("{header}.{}.c2ln", b64.encode(payload.as_bytes())).into_bytes()
+    }
+
+    #[test]
+    fn token_meta_reads_the_fields_as_the_full_parse_does() {
+        let cases = [
+            (
+                r#"{"jti":"J","iat":5,"exp":9,"nats":{"x":[1,{"y":2}]}}"#,
+                ("J", 5, 9),
+            ),
+            (r#"{"iat":5}"#, ("", 5, 0)),
+            // Not a string / not an integer: read as absent, as the full parse does.
+            (r#"{"jti":7,"iat":"5","exp":1.5}"#, ("", 0, 0)),
+            // A repeated field: the fast reading refuses it; the full parse keeps the last.
+            (r#"{"jti":"A","iat":1,"iat":8}"#, ("A", 8, 0)),
+        ];
+        for (payload, (jti, iat, exp)) in cases {
+            let meta = TokenMeta::read(&token_with(payload)).unwrap();
+            assert_eq!(
+                (meta.jti.as_str(), meta.iat, meta.exp),
+                (jti, iat, exp),
+                "{payload}"
+            );
+        }
+        for bad in ["[1,2]", "not json"] {
+            assert!(matches!(
+                TokenMeta::read(&token_with(bad)),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
+    }
 
     #[test]
     fn hash_ids() {
