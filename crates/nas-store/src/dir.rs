@@ -10,11 +10,14 @@
 //! * **Activations** live in `<dir>/activations/<hash id>.jwt`, apart from account keys (the Go
 //!   v0.8 server mixed them in as `<dir>/<hash id>.jwt`, sharded under `<dir>/==/`; those legacy
 //!   files are still found, and moved on rewrite).
-//! * **Crash-safe writes**: a temp file (`.<name>.<pid>.<n>.tmp`) in the target directory, fsync,
-//!   rename over the target, fsync of the directory. A reader sees the old or the new file, never
-//!   a partial one; after a crash the file holds the old or the new bytes. Temp files are never
-//!   listed or served; ones left by a crash are removed in the background when the store is next
-//!   opened writable (after they are ten minutes old, so a live writer is never disturbed).
+//! * **Crash-safe writes**: a temp file (`.<name>.<pid>.<n>.tmp`) in `<dir>/.tmp/`, fsync,
+//!   rename over the target, fsync of the target's directory. A reader sees the old or the new
+//!   file, never a partial one; after a crash the file holds the old or the new bytes. Temp files
+//!   are never listed or served; ones left by a crash are removed in the background when the
+//!   store is next opened writable (after they are ten minutes old, so a live writer is never
+//!   disturbed) — a read of `.tmp/` alone, before `open` returns, so opening a store of a million accounts costs
+//!   nothing proportional to it. (Versions before this staged temp files beside their target;
+//!   such leftovers are still never listed, but no longer swept.)
 //! * Files are created 0600 and directories 0700.
 //! * **Compare-and-swap is enforced within this process** (a per-key lock around
 //!   read-compare-write). Several processes writing one directory are not coordinated: run a
@@ -46,6 +49,9 @@ pub const ACTIVATIONS_DIR: &str = "activations";
 pub const TOMBSTONES_DIR: &str = "tombstones";
 /// The shard directory the Go v0.8 server used for activations (last two chars of a hash id).
 const LEGACY_ACTIVATION_SHARD: &str = "==";
+/// Where writes stage their temp files (`<dir>/.tmp/`), so that finding a crash's leftovers
+/// reads that directory alone, not every account file.
+pub const TEMP_DIR: &str = ".tmp";
 /// Temp files older than this are leftovers of a crash.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
 /// Poll interval when the kernel's file watching is unavailable.
@@ -147,17 +153,19 @@ fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
-/// Writes `bytes` to `target` atomically and durably.
-fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// Writes `bytes` to `target` atomically and durably, staged in `temp_dir` (on the same file
+/// system: the rename into place must not copy).
+fn write_atomic(temp_dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = target
         .parent()
         .ok_or_else(|| StoreError::Io(Cause::new("no parent directory")))?;
     ensure_dir(dir)?;
+    ensure_dir(temp_dir)?;
     let name = target
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("entry");
-    let temp = dir.join(format!(
+    let temp = temp_dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -244,13 +252,12 @@ fn account_dirs(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Removes temp files a crashed writer left behind (old enough not to belong to a live write).
+/// Reads [`TEMP_DIR`] only: the cost is the leftovers', not the store's.
 fn sweep_temp_files(root: &Path) {
-    let mut dirs = account_dirs(root);
-    dirs.push(root.join(ACTIVATIONS_DIR));
     let now = SystemTime::now();
-    for dir in dirs {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
+    {
+        let Ok(entries) = fs::read_dir(root.join(TEMP_DIR)) else {
+            return;
         };
         for e in entries.flatten() {
             if !is_temp_name(&e.file_name().to_string_lossy()) {
@@ -277,8 +284,8 @@ fn sweep_temp_files(root: &Path) {
 }
 
 impl DirBackend {
-    /// Opens a store directory. Writable: creates it (0700) if missing and starts a background
-    /// clean-up of crash leftovers. Read-only: the directory must exist and nothing is created.
+    /// Opens a store directory. Writable: creates it (0700) if missing and removes crash
+    /// leftovers from [`TEMP_DIR`]. Read-only: the directory must exist and nothing is created.
     /// With `watch`, starts watching before returning, so every change made after `open`
     /// returns is reported.
     pub fn open(root: &Path, options: DirOptions) -> Result<DirBackend, StoreError> {
@@ -291,14 +298,8 @@ impl DirBackend {
             }
         } else {
             ensure_dir(root)?;
-            let sweep_root = root.to_owned();
-            // Background: the directory may hold 100,000 files and opening must not wait.
-            let spawned = std::thread::Builder::new()
-                .name("nas-store-sweep".into())
-                .spawn(move || sweep_temp_files(&sweep_root));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start the temp file clean-up");
-            }
+            // At once: it reads the leftovers' directory only, however large the store.
+            sweep_temp_files(root);
         }
         let (changes, _) = broadcast::channel(4096);
         let watcher = if options.watch {
@@ -530,6 +531,7 @@ impl Backend for DirBackend {
         }
         let guard = self.lock(ns, key).lock_owned().await;
         let locations = self.locations(ns, key);
+        let temp_dir = self.root.join(TEMP_DIR);
         blocking(move || {
             // The guard lives until the write is done, even if the caller went away.
             let _guard = guard;
@@ -537,7 +539,7 @@ impl Backend for DirBackend {
             if !pre.holds(current.as_ref()) {
                 return Err(StoreError::Conflict);
             }
-            write_atomic(&locations.primary, &value)?;
+            write_atomic(&temp_dir, &locations.primary, &value)?;
             // One copy per key: a stale copy in another layout would reappear on delete.
             for other in &locations.others {
                 remove_durably(other)?;
