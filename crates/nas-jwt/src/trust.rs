@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::jwt::{decode, decode_with_keys, JwtError};
+use crate::jwt::{decode, decode_account_with_keys, JwtError};
 use crate::nkey::{KeyRole, NkeyError, PublicKey};
 
 /// The operator as configured: identity key, signing keys, strict mode, system account.
@@ -249,7 +249,7 @@ impl OperatorTrust {
         expected_key: Option<&str>,
     ) -> Result<VerifiedAccount, VerifyError> {
         let keys = |iss: &str| self.keys.get(iss).copied();
-        let verified = account_from(decode_with_keys(token, &keys)?, expected_key)?;
+        let verified = account_from(decode_account_with_keys(token, &keys)?, expected_key)?;
         self.check_account_claims(&verified.claims, None)?;
         Ok(verified)
     }
@@ -295,7 +295,11 @@ pub fn decode_account_for(
     token: &[u8],
     expected_key: Option<&str>,
 ) -> Result<VerifiedAccount, VerifyError> {
-    account_from(decode(token)?, expected_key)
+    account_from(decode_account_with_keys(token, &no_keys)?, expected_key)
+}
+
+fn no_keys(_: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    None
 }
 
 fn account_from(
