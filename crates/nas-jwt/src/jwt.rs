@@ -611,19 +611,33 @@ pub fn decode(token: &[u8]) -> Result<Jwt, JwtError> {
 
 /// [`decode`] with a source of pre-decoded issuer keys.
 pub fn decode_with_keys(token: &[u8], keys: KeyCache<'_>) -> Result<Jwt, JwtError> {
-    let unchecked = decode_unchecked(token)?;
-    signature_input(&unchecked.parts, &unchecked.issuer, unchecked.v1_rule, keys)?.verify()?;
-    unchecked.finish()
+    decode_unchecked(token)?.verify(keys)
 }
 
 /// [`decode_with_keys`] of many tokens, each result exactly what a call for that token alone
 /// gives. The signatures are checked as one batch, several times cheaper per token when many
 /// share an issuer (a PACK, an import); if the batch fails, each is checked on its own.
 pub fn decode_many_with_keys(tokens: &[&[u8]], keys: KeyCache<'_>) -> Vec<Result<Jwt, JwtError>> {
+    decode_many(tokens, keys, decode_unchecked)
+}
+
+/// [`decode_account_with_keys`] of many tokens, as [`decode_many_with_keys`] does.
+pub fn decode_many_accounts_with_keys(
+    tokens: &[&[u8]],
+    keys: KeyCache<'_>,
+) -> Vec<Result<Jwt, JwtError>> {
+    decode_many(tokens, keys, decode_account_unchecked)
+}
+
+fn decode_many<'a>(
+    tokens: &[&'a [u8]],
+    keys: KeyCache<'_>,
+    unchecked: fn(&'a [u8]) -> Result<Unchecked<'a>, JwtError>,
+) -> Vec<Result<Jwt, JwtError>> {
     let decoded: Vec<_> = tokens
         .iter()
         .map(|token| {
-            let unchecked = decode_unchecked(token)?;
+            let unchecked = unchecked(token)?;
             let input =
                 signature_input(&unchecked.parts, &unchecked.issuer, unchecked.v1_rule, keys)?;
             Ok((unchecked, input))
@@ -654,7 +668,35 @@ struct Unchecked<'a> {
     jwt: Jwt,
 }
 
-impl Unchecked<'_> {
+impl<'a> Unchecked<'a> {
+    fn new(
+        parts: Parts<'a>,
+        kind: ClaimKind,
+        version: i64,
+        claims: AnyClaims,
+        issuer: String,
+        v1_rule: bool,
+    ) -> Unchecked<'a> {
+        let jwt = Jwt {
+            token: parts.token.to_owned(),
+            version: if version <= 1 { 1 } else { 2 },
+            kind,
+            claims,
+        };
+        Unchecked {
+            parts,
+            issuer,
+            v1_rule,
+            jwt,
+        }
+    }
+
+    /// The signature check, then the checks that follow it.
+    fn verify(self, keys: KeyCache<'_>) -> Result<Jwt, JwtError> {
+        signature_input(&self.parts, &self.issuer, self.v1_rule, keys)?.verify()?;
+        self.finish()
+    }
+
     /// The checks that follow a verified signature.
     fn finish(self) -> Result<Jwt, JwtError> {
         check_issuer_role(self.jwt.kind, &self.issuer)?;
@@ -689,18 +731,114 @@ fn decode_unchecked(token: &[u8]) -> Result<Unchecked<'_>, JwtError> {
         ClaimKind::Activation => AnyClaims::Activation(Box::new(typed(payload, kind)?)),
         _ => AnyClaims::Generic(Box::new(typed(payload, kind)?)),
     };
-    let jwt = Jwt {
-        token: parts.token.to_owned(),
-        version: if version <= 1 { 1 } else { 2 },
-        kind,
-        claims,
+    Ok(Unchecked::new(
+        parts, kind, version, claims, issuer, v1_rule,
+    ))
+}
+
+/// [`decode_with_keys`] for a token that should be an account JWT, with the same result and
+/// the same error for every input. A v2 account token as the libraries write it (the usual
+/// header, no number or string the two JSON readings below could tell apart) is read straight
+/// into its typed claims; anything else takes the general path from the start. Reading into a
+/// `serde_json::Value` first and converting costs about 5 µs of a cold GET (BENCHMARKS.md).
+pub fn decode_account_with_keys(token: &[u8], keys: KeyCache<'_>) -> Result<Jwt, JwtError> {
+    decode_account_unchecked(token)?.verify(keys)
+}
+
+/// [`decode_unchecked`] by the direct reading of [`decode_account_with_keys`] where it applies.
+fn decode_account_unchecked(token: &[u8]) -> Result<Unchecked<'_>, JwtError> {
+    let parts = split(token)?;
+    let Some(claims) = plain_v2_account(&parts) else {
+        return decode_unchecked(token);
     };
-    Ok(Unchecked {
+    let issuer = claims.iss.clone();
+    let claims = AnyClaims::Account(Box::new(claims));
+    Ok(Unchecked::new(
         parts,
+        ClaimKind::Account,
+        2,
+        claims,
         issuer,
-        v1_rule,
-        jwt,
-    })
+        false,
+    ))
+}
+
+/// The base64url header segment of [`V2_HEADER`], which [`check_header`] always accepts.
+static V2_HEADER_SEGMENT: LazyLock<String> =
+    LazyLock::new(|| base64url_encode(V2_HEADER.as_bytes()));
+
+/// The claims of a v2 account token that the general path would read identically, or `None`
+/// (then the general path decides). Identical because: the header is the one `check_header`
+/// accepts; `identify` would find no top-level `type`, `nats.type` "account" and
+/// `nats.version` 2; a duplicated known member, which the `Value` reading resolves last-wins,
+/// makes the typed reading fail; and [`plain_json`] rules out what the typed reading skips
+/// without the checks the `Value` reading makes (members no struct keeps).
+fn plain_v2_account(parts: &Parts<'_>) -> Option<AccountClaims> {
+    if parts.header != V2_HEADER_SEGMENT.as_str() {
+        return None;
+    }
+    let payload = BASE64URL.decode(parts.payload.as_bytes()).ok()?;
+    if payload.first() != Some(&b'{') || !plain_json(&payload) {
+        return None;
+    }
+    let claims: AccountClaims = serde_json::from_slice(&payload).ok()?;
+    let v2_account = !claims.extra.contains_key("type")
+        && claims.nats.common.kind == "account"
+        && claims.nats.common.version == 2;
+    v2_account.then_some(claims)
+}
+
+/// Nesting at most this deep is read the same by both paths (serde_json's limit is 128).
+const PLAIN_DEPTH: u32 = 64;
+/// Digit runs shorter than this cannot overflow an `f64` (about 1.8e308).
+const PLAIN_DIGITS: usize = 300;
+
+/// Whether `json` avoids everything a skipped member could hide from the typed reading that
+/// the `Value` reading refuses: invalid UTF-8, control bytes, lone-surrogate escapes (`\uD…`),
+/// numbers with an exponent or hundreds of digits (out of `f64` range), deep nesting.
+/// Conservative: a `false` only costs the general path.
+fn plain_json(json: &[u8]) -> bool {
+    if std::str::from_utf8(json).is_err() {
+        return false;
+    }
+    let (mut depth, mut digits) = (0u32, 0usize);
+    let (mut in_string, mut escaped, mut after_digit) = (false, false, false);
+    for (i, &b) in json.iter().enumerate() {
+        if b < 0x20 {
+            return false;
+        }
+        if in_string {
+            if escaped {
+                escaped = false;
+                if b == b'u' && matches!(json.get(i + 1), Some(b'd' | b'D')) {
+                    return false;
+                }
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > PLAIN_DEPTH {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'e' | b'E' if after_digit => return false,
+            _ => {}
+        }
+        after_digit = b.is_ascii_digit();
+        digits = if after_digit { digits + 1 } else { 0 };
+        if digits >= PLAIN_DIGITS {
+            return false;
+        }
+    }
+    true
 }
 
 fn check_issuer_role(kind: ClaimKind, issuer: &str) -> Result<(), JwtError> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::jwt::{decode, decode_many_with_keys, decode_with_keys, JwtError};
+use crate::jwt::{decode, decode_account_with_keys, decode_many_accounts_with_keys, JwtError};
 use crate::nkey::{KeyRole, NkeyError, PublicKey};
 
 /// The operator as configured: identity key, signing keys, strict mode, system account.
@@ -249,19 +249,19 @@ impl OperatorTrust {
         expected_key: Option<&str>,
     ) -> Result<VerifiedAccount, VerifyError> {
         let keys = |iss: &str| self.keys.get(iss).copied();
-        self.trusted_untimed(decode_with_keys(token, &keys), expected_key)
+        self.trusted_untimed(decode_account_with_keys(token, &keys), expected_key)
     }
 
     /// [`verify_account_untimed`](Self::verify_account_untimed) of many `(token, key)` pairs,
     /// each result what a call for that pair alone gives; the signatures are checked as one
-    /// batch ([`decode_many_with_keys`]), several times cheaper per token than one by one.
+    /// batch ([`decode_many_accounts_with_keys`]), several times cheaper per token than one by one.
     pub fn verify_accounts_untimed(
         &self,
         items: &[(&[u8], &str)],
     ) -> Vec<Result<VerifiedAccount, VerifyError>> {
         let keys = |iss: &str| self.keys.get(iss).copied();
         let tokens: Vec<&[u8]> = items.iter().map(|(token, _)| *token).collect();
-        decode_many_with_keys(&tokens, &keys)
+        decode_many_accounts_with_keys(&tokens, &keys)
             .into_iter()
             .zip(items)
             .map(|(jwt, (_, key))| self.trusted_untimed(jwt, Some(key)))
@@ -319,13 +319,17 @@ pub fn decode_account_for(
     token: &[u8],
     expected_key: Option<&str>,
 ) -> Result<VerifiedAccount, VerifyError> {
-    account_from(decode(token)?, expected_key)
+    account_from(decode_account_with_keys(token, &no_keys)?, expected_key)
+}
+
+fn no_keys(_: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    None
 }
 
 /// [`decode_account_for`] of many `(token, key)` pairs, signatures checked as one batch.
 pub fn decode_accounts_for(items: &[(&[u8], &str)]) -> Vec<Result<VerifiedAccount, VerifyError>> {
     let tokens: Vec<&[u8]> = items.iter().map(|(token, _)| *token).collect();
-    decode_many_with_keys(&tokens, &|_| None)
+    decode_many_accounts_with_keys(&tokens, &no_keys)
         .into_iter()
         .zip(items)
         .map(|(jwt, (_, key))| account_from(jwt?, Some(key)))

@@ -95,7 +95,10 @@ fn a_batch_of_one_or_none_is_checked_alone() {
     let f = fixture();
     assert!(f.trust.verify_accounts_untimed(&[]).is_empty());
     let good = account(&f.signing_key, "one");
-    assert_eq!(assert_same_as_single(&f, std::slice::from_ref(&good)), [true]);
+    assert_eq!(
+        assert_same_as_single(&f, std::slice::from_ref(&good)),
+        [true]
+    );
     let bad = (good.0, bad_signature(&good.1));
     assert_eq!(assert_same_as_single(&f, &[bad]), [false]);
 }

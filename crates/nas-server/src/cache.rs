@@ -37,8 +37,9 @@ use moka::ops::compute::Op;
 use moka::Expiry;
 use nas_jwt::{decode_account_for, OperatorTrust, VerifiedAccount};
 use nas_store::{Store, StoreError};
+use prometheus::IntCounter;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Series};
 
 /// A verified account JWT ready to be served, with its response headers precomputed.
 #[derive(Debug)]
@@ -254,6 +255,27 @@ pub struct VerifiedCache {
     /// The runtime the cache was made on (the server's multi-threaded one): packs read and
     /// verify there, on every core, whichever thread consumes them.
     runtime: tokio::runtime::Handle,
+    verifications: Arc<VerificationCounters>,
+}
+
+/// `nas_jwt_verifications_total` by result, each series looked up once (every miss counts one).
+struct VerificationCounters {
+    ok: Series<IntCounter>,
+    rejected: Series<IntCounter>,
+}
+
+fn result_series(metrics: &Metrics, result: &'static str) -> Series<IntCounter> {
+    let family = metrics.verifications.clone();
+    Series::new(move || family.with_label_values(&[result]))
+}
+
+impl VerificationCounters {
+    fn new(metrics: &Metrics) -> VerificationCounters {
+        VerificationCounters {
+            ok: result_series(metrics, "ok"),
+            rejected: result_series(metrics, "rejected"),
+        }
+    }
 }
 
 /// A load in flight, awaited by every request that missed the key meanwhile.
@@ -288,6 +310,7 @@ impl VerifiedCache {
             cache,
             store,
             trust,
+            verifications: Arc::new(VerificationCounters::new(&metrics)),
             metrics,
             ttl: options.ttl,
             max_stale: options.max_stale,
@@ -519,14 +542,11 @@ impl VerifiedCache {
             .observe(started.elapsed().as_secs_f64());
         match verified {
             Ok(verified) => {
-                self.metrics.verifications.with_label_values(&["ok"]).inc();
+                self.verifications.ok.get().inc();
                 Ok(Lookup::Found(Arc::new(Served::new(&verified, bytes))))
             }
             Err(reason) => {
-                self.metrics
-                    .verifications
-                    .with_label_values(&["rejected"])
-                    .inc();
+                self.verifications.rejected.get().inc();
                 tracing::warn!(account = key, %reason, "stored JWT fails verification; not serving it");
                 Ok(Lookup::Missing)
             }

@@ -7,14 +7,47 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use nas_store::{Backend, Namespace, Precondition, StoreError, Version};
+use prometheus::{Histogram, IntCounter};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Series};
 
 /// Wraps a backend and records `nas_store_operation_duration_seconds` / `nas_store_errors_total`.
-#[derive(Debug)]
 pub struct Instrumented {
     inner: Arc<dyn Backend>,
-    metrics: Arc<Metrics>,
+    get: OpMetrics,
+    put: OpMetrics,
+    delete: OpMetrics,
+    list: OpMetrics,
+    health: OpMetrics,
+}
+
+/// One operation's duration histogram and error counter, looked up once: a labelled lookup
+/// hashes the labels under a lock, and every store read (each cache miss) records one.
+struct OpMetrics {
+    duration: Series<Histogram>,
+    errors: Series<IntCounter>,
+}
+
+impl OpMetrics {
+    fn new(metrics: &Metrics, kind: &'static str, op: &'static str) -> OpMetrics {
+        OpMetrics {
+            duration: {
+                let family = metrics.store_duration.clone();
+                Series::new(move || family.with_label_values(&[kind, op]))
+            },
+            errors: {
+                let family = metrics.store_errors.clone();
+                Series::new(move || family.with_label_values(&[kind, op]))
+            },
+        }
+    }
+
+    fn record(&self, started: Instant, failed: bool) {
+        self.duration.get().observe(started.elapsed().as_secs_f64());
+        if failed {
+            self.errors.get().inc();
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -23,23 +56,26 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+impl std::fmt::Debug for Instrumented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instrumented")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Instrumented {
     /// Decorates `inner`.
     pub fn new(inner: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Instrumented {
-        Instrumented { inner, metrics }
-    }
-
-    fn record(&self, op: &str, started: Instant, failed: bool) {
-        let kind = self.inner.kind();
-        self.metrics
-            .store_duration
-            .with_label_values(&[kind, op])
-            .observe(started.elapsed().as_secs_f64());
-        if failed {
-            self.metrics
-                .store_errors
-                .with_label_values(&[kind, op])
-                .inc();
+        let kind = inner.kind();
+        let op = |name: &'static str| OpMetrics::new(&metrics, kind, name);
+        Instrumented {
+            get: op("get"),
+            put: op("put"),
+            delete: op("delete"),
+            list: op("list"),
+            health: op("health"),
+            inner,
         }
     }
 }
@@ -53,7 +89,14 @@ impl Backend for Instrumented {
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
         let started = Instant::now();
         let result = self.inner.get(ns, key).await;
-        self.record("get", started, result.is_err());
+        self.get.record(started, result.is_err());
+        result
+    }
+
+    async fn get_value(&self, ns: Namespace, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.get_value(ns, key).await;
+        self.get.record(started, result.is_err());
         result
     }
 
@@ -68,7 +111,7 @@ impl Backend for Instrumented {
         let result = self.inner.put(ns, key, value, pre).await;
         // A lost compare-and-swap is normal contention, not an error.
         let failed = matches!(&result, Err(e) if !matches!(e, StoreError::Conflict));
-        self.record("put", started, failed);
+        self.put.record(started, failed);
         result
     }
 
@@ -80,7 +123,7 @@ impl Backend for Instrumented {
     ) -> Result<bool, StoreError> {
         let started = Instant::now();
         let result = self.inner.delete(ns, key, expected).await;
-        self.record("delete", started, result.is_err());
+        self.delete.record(started, result.is_err());
         result
     }
 
@@ -90,14 +133,14 @@ impl Backend for Instrumented {
     ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
         let started = Instant::now();
         let result = self.inner.list(ns).await;
-        self.record("list", started, result.is_err());
+        self.list.record(started, result.is_err());
         result
     }
 
     async fn health(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         let result = self.inner.health().await;
-        self.record("health", started, result.is_err());
+        self.health.record(started, result.is_err());
         result
     }
 

@@ -1,6 +1,7 @@
 //! Prometheus metrics (namespace `nas_`), one registry per server so tests can run side by side.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -91,6 +92,29 @@ impl OncePerSecond {
 impl Default for OncePerSecond {
     fn default() -> Self {
         OncePerSecond::new()
+    }
+}
+
+/// One series of a labelled metric family, looked up on its first use and then kept: a
+/// labelled lookup hashes the label values under a lock on every call, and the cache-miss path
+/// records several. Like a lookup per call, the series appears in the output only once used.
+pub struct Series<M> {
+    lookup: Box<dyn Fn() -> M + Send + Sync>,
+    series: OnceLock<M>,
+}
+
+impl<M> Series<M> {
+    /// The series `lookup` finds (for example `family.with_label_values(&[..])`).
+    pub fn new(lookup: impl Fn() -> M + Send + Sync + 'static) -> Series<M> {
+        Series {
+            lookup: Box::new(lookup),
+            series: OnceLock::new(),
+        }
+    }
+
+    /// The series, looked up the first time.
+    pub fn get(&self) -> &M {
+        self.series.get_or_init(&self.lookup)
     }
 }
 

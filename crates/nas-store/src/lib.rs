@@ -264,6 +264,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn kind(&self) -> &'static str;
     /// The value and its version, or `None` when absent. Never returns a partially written value.
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<(Bytes, Version)>, StoreError>;
+    /// [`Backend::get`] without the version, for readers that do not write back (a GET's cache
+    /// miss): a backend that computes versions by hashing the value may skip that.
+    async fn get_value(&self, ns: Namespace, key: &str) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.get(ns, key).await?.map(|(bytes, _)| bytes))
+    }
     /// Writes `value` if `pre` holds, atomically; returns the version of the written value. On a
     /// lost race (`pre` no longer holds) returns [`StoreError::Conflict`] having written nothing.
     async fn put(
@@ -1048,12 +1053,7 @@ impl Store {
     /// [`StoreError::InvalidKey`] without touching the backend.
     pub async fn get_account(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         check_account_key(key)?;
-        Ok(self
-            .inner
-            .backend
-            .get(Namespace::Accounts, key)
-            .await?
-            .map(|(bytes, _)| bytes))
+        self.inner.backend.get_value(Namespace::Accounts, key).await
     }
 
     /// Newer-wins write of an account JWT the caller has verified (`meta` describes `token`),
@@ -1220,12 +1220,10 @@ impl Store {
     /// The tombstone of `key`: the delete request that deleted it, or `None`.
     pub async fn get_tombstone(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         check_account_key(key)?;
-        Ok(self
-            .inner
+        self.inner
             .backend
-            .get(Namespace::Tombstones, key)
-            .await?
-            .map(|(b, _)| b))
+            .get_value(Namespace::Tombstones, key)
+            .await
     }
 
     /// Deletes an account without leaving a tombstone (expiry purge, tests); emits one
@@ -1600,12 +1598,10 @@ impl Store {
     /// An activation token by hash id (exactly the stored bytes), or `None`.
     pub async fn get_activation(&self, hash_id: &str) -> Result<Option<Bytes>, StoreError> {
         check_hash_id(hash_id)?;
-        Ok(self
-            .inner
+        self.inner
             .backend
-            .get(Namespace::Activations, hash_id)
-            .await?
-            .map(|(b, _)| b))
+            .get_value(Namespace::Activations, hash_id)
+            .await
     }
 
     /// Stores an activation token under its hash id, atomically; the same hash id overwrites

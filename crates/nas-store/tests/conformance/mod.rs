@@ -431,6 +431,15 @@ pub async fn backend_compare_and_swap(backend: Arc<dyn Backend>) {
         backend.get(ns, &key).await.unwrap().unwrap(),
         (Bytes::from_static(b"0"), v2)
     );
+    // The version-less read gives the same bytes, in every namespace, and `None` when absent.
+    assert_eq!(
+        backend.get_value(ns, &key).await.unwrap(),
+        Some(Bytes::from_static(b"0"))
+    );
+    let absent = new_account_key();
+    for other in [Namespace::Accounts, Namespace::Tombstones] {
+        assert_eq!(backend.get_value(other, &absent).await.unwrap(), None);
+    }
 
     let mut incrementers = Vec::new();
     for _ in 0..TASKS {
@@ -463,6 +472,7 @@ pub async fn backend_compare_and_swap(backend: Arc<dyn Backend>) {
     );
     assert!(backend.delete(ns, &key, None).await.unwrap());
     assert_eq!(backend.get(ns, &key).await.unwrap(), None);
+    assert_eq!(backend.get_value(ns, &key).await.unwrap(), None);
 }
 
 /// `delete` with an expected version removes only that version: a stale version is a
