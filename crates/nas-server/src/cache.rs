@@ -179,8 +179,10 @@ fn entry_weight(bytes: u64, max_entries: u64, max_bytes: u64) -> u32 {
 /// that shares the operator's key costs ~1/4 of checking each alone, gaining little beyond
 /// 64 (measured: BENCHMARKS.md), and a batch of JWTs is some 50 KiB.
 pub const PACK_VERIFY_BATCH: usize = 64;
-/// Pack batches verified at the same time: one per core of the 2-core instances we size for.
-pub const PACK_VERIFY_PARALLEL: usize = 2;
+/// Pack batches in flight between the reads and the consumer: two verifying (one per core of
+/// the 2-core instances we size for) and two more being read meanwhile, so reading the next
+/// batches overlaps the checks instead of waiting for them.
+pub const PACK_VERIFY_PARALLEL: usize = 4;
 /// Pack entries read and held at most besides the store's own read concurrency, however large
 /// the store ([`VerifiedCache::verified_pack_stream`]): batches being verified, those queued
 /// for the consumer, the one being sent and the one being gathered.
@@ -574,7 +576,7 @@ impl VerifiedCache {
     /// are read ([`Store::pack_stream`]) on the cache's runtime, then verified in batches of
     /// [`PACK_VERIFY_BATCH`] on the blocking pool, [`PACK_VERIFY_PARALLEL`] batches at a time,
     /// so reads and checks use every core and stay off the I/O threads. Entries in flight at
-    /// most: the store's read concurrency plus [`PACK_ENTRIES_IN_FLIGHT`] (384), whatever the
+    /// most: the store's read concurrency plus [`PACK_ENTRIES_IN_FLIGHT`] (640), whatever the
     /// store size. An entry whose identical bytes are in the cache as verified is not checked again.
     pub fn verified_pack_stream(
         &self,

@@ -1422,9 +1422,20 @@ impl Store {
         Ok(keys)
     }
 
+    /// The account keys in key order, each once. Sorted and deduplicated in place: a pack holds
+    /// this list while it runs, and one copy of the keys is what it may hold.
     async fn sorted_keys(&self) -> Result<Vec<String>, StoreError> {
-        let mut keys: Vec<String> = self.unique_keys().await?.into_iter().collect();
+        let mut stream = self.inner.backend.list(Namespace::Accounts).await?;
+        let mut keys = Vec::new();
+        while let Some(key) = stream.next().await {
+            let key = key?;
+            // A backend over foreign files may hold names that are not account keys.
+            if check_account_key(&key).is_ok() {
+                keys.push(key);
+            }
+        }
         keys.sort_unstable();
+        keys.dedup();
         Ok(keys)
     }
 
