@@ -9,7 +9,7 @@
 //! reconciled key by key: the listing's reading of a key changed meanwhile is replaced by what
 //! the change left.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The count and, while a listing runs, the keys changed meanwhile.
 #[derive(Debug, Default)]
@@ -61,9 +61,9 @@ impl AccountCount {
         self.spoiled = false;
     }
 
-    /// The listing that began with [`AccountCount::begin_listing`] read `listed`; returns the
-    /// count (installed unless a change spoiled it).
-    pub(crate) fn end_listing(&mut self, listed: &HashSet<String>) -> u64 {
+    /// The listing that began with [`AccountCount::begin_listing`] read `listed` (each key
+    /// once, in any order); returns the count (installed unless a change spoiled it).
+    pub(crate) fn end_listing(&mut self, listed: &[String]) -> u64 {
         let touched = self.touched.take().unwrap_or_default();
         let untouched = listed
             .iter()
@@ -88,7 +88,7 @@ impl AccountCount {
 mod tests {
     use super::*;
 
-    fn keys(names: &[&str]) -> HashSet<String> {
+    fn keys(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| (*s).to_owned()).collect()
     }
 

@@ -1395,7 +1395,7 @@ impl Store {
                 return Ok(n);
             }
             store.lock_count().begin_listing();
-            match store.unique_keys().await {
+            match store.listed_keys().await {
                 Ok(keys) => Ok(store.lock_count().end_listing(&keys)),
                 Err(e) => {
                     store.lock_count().abort_listing();
@@ -1407,24 +1407,9 @@ impl Store {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    /// The account keys, unordered (counting needs no order; sorting a million keys is most
-    /// of a listing's CPU).
-    async fn unique_keys(&self) -> Result<HashSet<String>, StoreError> {
-        let mut stream = self.inner.backend.list(Namespace::Accounts).await?;
-        let mut keys = HashSet::new();
-        while let Some(key) = stream.next().await {
-            let key = key?;
-            // A backend over foreign files may hold names that are not account keys.
-            if check_account_key(&key).is_ok() {
-                keys.insert(key);
-            }
-        }
-        Ok(keys)
-    }
-
-    /// The account keys in key order, each once. Sorted and deduplicated in place: a pack holds
-    /// this list while it runs, and one copy of the keys is what it may hold.
-    async fn sorted_keys(&self) -> Result<Vec<String>, StoreError> {
+    /// The account keys, each once (as [`Backend::list`] promises), unordered: counting needs
+    /// neither an order nor a set, so a million keys cost one copy and no sort.
+    async fn listed_keys(&self) -> Result<Vec<String>, StoreError> {
         let mut stream = self.inner.backend.list(Namespace::Accounts).await?;
         let mut keys = Vec::new();
         while let Some(key) = stream.next().await {
@@ -1434,6 +1419,13 @@ impl Store {
                 keys.push(key);
             }
         }
+        Ok(keys)
+    }
+
+    /// The account keys in key order, each once. Sorted and deduplicated in place: a pack holds
+    /// this list while it runs, and one copy of the keys is what it may hold.
+    async fn sorted_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = self.listed_keys().await?;
         keys.sort_unstable();
         keys.dedup();
         Ok(keys)
